@@ -1,0 +1,15 @@
+"""cache=null: the baseline. Every step recomputes every row; logits only for the current block."""
+
+from __future__ import annotations
+
+from .base import CachePolicy
+
+
+class NoCache(CachePolicy):
+    name = "null"
+
+    def check_options(self, options) -> None:
+        pass  # the baseline supports every decoding option, classifier-free guidance included
+
+    def plan(self, state, ctx):
+        return self.full_plan(state, ctx)

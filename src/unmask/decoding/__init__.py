@@ -1,0 +1,1 @@
+"""Scores, selectors and schedules that decide which masked positions to commit."""

@@ -1,0 +1,76 @@
+"""The partial forward: execute a StepPlan against the request's stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .plan import StepPlan
+from .rows import Rows
+from .state import CanvasState
+
+
+@dataclass
+class StepOutput:
+    logits: Tensor  # [B, N, V] for plan.logit_positions
+    layer_rows: list[int]  # rows computed at each layer
+    refreshed_layers: list[float]  # per layer, the fraction of sequences that recomputed every row
+
+
+def _source_positions(module, positions: Tensor) -> Tensor:
+    """Row whose hidden state predicts each position (Dream predicts token i from row i - 1)."""
+    return (positions - 1).clamp(min=0) if module.cfg.shift_logits else positions
+
+
+def _widen(state: CanvasState, rows: Rows, h: Tensor, layer: int, switch: Tensor) -> tuple[Rows, Tensor]:
+    """Switch sequences in `switch` [B] to all rows: their input is the cached layer input with fresh rows replaced."""
+    inputs = state.store.inputs
+    if inputs is None:
+        raise RuntimeError("refreshing deeper layers needs the layer-input store (needs_layer_inputs=True)")
+    hidden = inputs[layer].clone()
+    rows.scatter_(hidden, h)
+    wide = Rows.from_mask(rows.mask(state.length) | switch.unsqueeze(1))
+    return wide, wide.gather(hidden)
+
+
+def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
+    """One (possibly partial) forward. Rows not in the plan keep their cached K/V."""
+    if plan.branch_mode is not None:
+        from .branch_forward import run_branch_plan
+
+        return run_branch_plan(module, state, plan)
+    t, b = state.length, state.batch
+    rows = plan.rows
+    h = module.embed(rows.gather(state.canvas))
+    refreshing = torch.full((b,), rows.span == (0, t), dtype=torch.bool, device=h.device)
+    layer_rows, refreshed = [], []
+    inputs = state.store.inputs
+    cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)
+
+    def widen(i: int, switch: Tensor) -> None:
+        nonlocal rows, h, cos, sin
+        rows, h = _widen(state, rows, h, i, switch)
+        refreshing.logical_or_(switch)
+        cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)
+
+    for i, layer in enumerate(module.layers):
+        if plan.refresh_from is not None and i == plan.refresh_from and not bool(refreshing.all()):
+            widen(i, ~refreshing)
+        if inputs is not None:
+            rows.scatter_(inputs[i], h)
+        while True:
+            prob_index = rows.locate(plan.prob_positions) if plan.prob_positions is not None else None
+            out, probs = layer(h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index)
+            switch = plan.layer_hook(i, probs, refreshing) if plan.layer_hook is not None else None
+            if switch is None or not bool((switch & ~refreshing).any()):
+                break
+            # Drift detected at this layer: recompute it, and every deeper layer, over all rows.
+            widen(i, switch & ~refreshing)
+        h = out
+        layer_rows.append(rows.size)
+        refreshed.append(float(refreshing.float().mean()))
+    source = _source_positions(module, plan.logit_positions.index)
+    picked = torch.gather(h, 1, rows.locate(source).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+    return StepOutput(module.head(picked), layer_rows, refreshed)

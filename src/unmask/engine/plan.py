@@ -1,0 +1,27 @@
+"""A step plan: what one denoising step computes. Policies write plans; the engine executes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor
+
+from .rows import Rows
+
+# Called after each layer with (layer index, attention probs [B,H,P,T] of `prob_positions` or None,
+# [B] bool sequences already refreshing); returns [B] bool sequences that must recompute this layer and every
+# deeper one over all rows (the layer is then run again and the hook called again), or None.
+LayerHook = Callable[[int, Tensor | None, Tensor], Tensor | None]
+
+
+@dataclass
+class StepPlan:
+    rows: Rows  # rows computed from layer 0 upward
+    logit_positions: Rows  # canvas positions whose token predictions are needed
+    refresh_from: int | None = None  # layers >= this recompute every row (needs the layer-input store)
+    prob_positions: Tensor | None = None  # [B, P] canvas positions whose attention probabilities are needed
+    layer_hook: LayerHook | None = None
+    branch_mode: str | None = None  # dLLM-Cache: "full" | "response" | "adaptive"
+    branch_start: int = 0  # dLLM-Cache: first response row
+    adaptive_ratio: float = 0.0  # dLLM-Cache: rou

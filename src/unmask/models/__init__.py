@@ -1,0 +1,1 @@
+"""Native PyTorch modules for the LLaDA and Dream families and their checkpoint loader."""

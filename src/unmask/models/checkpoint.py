@@ -1,0 +1,168 @@
+"""Load and save checkpoint directories (config.json + safetensors + tokenizer) in the families' formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import SpecialTokens
+from .families import FAMILIES, Family, checkpoint_name, detect_family
+from .model import DiffusionLM, LoadedModel
+from .tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BUNDLED = Path(__file__).resolve().parent.parent / "assets"
+NAMED_CHECKPOINTS = ("llada-base", "llada-inst", "llada-1.5", "dream-base", "dream-inst")
+
+
+def resolve_path(path_or_name: str | Path) -> Path:
+    """Map `tiny` to the bundled model; refuse hub names, which unmask never downloads."""
+    text = str(path_or_name)
+    if text == "tiny":
+        path = BUNDLED / "tiny"
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: the bundled model is not installed (config.json missing)")
+        return path
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if text in NAMED_CHECKPOINTS:
+        raise FileNotFoundError(
+            f"model '{text}' needs its weights on disk: download them yourself and pass model.path=/dir/with/config.json"
+        )
+    raise FileNotFoundError(f"{path}: no such checkpoint directory (expected config.json, safetensors, tokenizer.json)")
+
+
+def _weight_files(path: Path) -> dict[str, Path]:
+    """Map every checkpoint tensor name to the file holding it."""
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise ValueError(f"{index}: not a safetensors index ({exc})") from exc
+        files = {name: path / shard for name, shard in weight_map.items()}
+        for shard in sorted(set(files.values())):
+            if not shard.exists():
+                raise FileNotFoundError(f"{shard}: shard listed in {index.name} is missing")
+        return files
+    if single.exists():
+        return {name: single for name in _tensor_names(single)}
+    raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def _tensor_names(file: Path) -> list[str]:
+    try:
+        with safe_open(str(file), "pt") as f:
+            return list(f.keys())
+    except Exception as exc:  # safetensors raises its own error type without the file name
+        raise ValueError(f"{file}: not a readable safetensors file ({exc})") from exc
+
+
+def _special_tokens(family: Family, cfg: dict, tok: Tokenizer, vocab: int, source: Path) -> SpecialTokens:
+    """Config ids first, then the tokenizer's named tokens, then the family table."""
+    ids: dict[str, int | None] = {}
+    for role in ("mask", "eos", "eot", "bos", "pad"):
+        value = cfg.get(f"{role}_token_id")
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is None and role in family.special_names:
+            value = tok.token_to_id(family.special_names[role])
+        if value is None:
+            value = ids.get("eos") if role == "pad" else family.special_defaults.get(role)
+        if value is not None and not 0 <= value < vocab:
+            raise ValueError(f"{source}: {role} token id {value} is outside the vocabulary of {vocab}")
+        ids[role] = value
+    for role in ("mask", "eos", "eot"):
+        if ids[role] is None:
+            raise ValueError(f"{source}: no {role} token id in config.json or the tokenizer")
+    return SpecialTokens(**ids)
+
+
+def load(path_or_name: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> LoadedModel:
+    """Load a LLaDA- or Dream-format checkpoint directory (or `tiny`, the bundled model)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype '{dtype}' is not one of {sorted(DTYPES)}")
+        dtype = DTYPES[dtype]
+    path = resolve_path(path_or_name)
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{cfg_file}: missing")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_file}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object, found {type(raw).__name__}")
+    family = detect_family(raw, str(cfg_file))
+    cfg, tie = family.parse_config(raw, str(cfg_file))
+    cfg.validate(str(cfg_file))
+    tokenizer = Tokenizer.from_dir(path)
+    special = _special_tokens(family, raw, tokenizer, cfg.vocab_size, cfg_file)
+
+    with torch.device("meta"):
+        module = DiffusionLM(cfg, tie_embeddings=tie)
+    expected = {name: p for name, p in module.named_parameters()}
+    files = _weight_files(path)
+    wanted = {checkpoint_name(family, name): name for name in expected}
+    missing = sorted(set(wanted) - set(files))
+    extra = sorted(set(files) - set(wanted))
+    if missing or extra:
+        where = path / ("model.safetensors.index.json" if (path / "model.safetensors.index.json").exists() else "model.safetensors")
+        parts = []
+        if missing:
+            parts.append(f"missing parameters {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if extra:
+            parts.append(f"unexpected parameters {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+        raise ValueError(f"{where}: {'; '.join(parts)}")
+
+    state = {}
+    by_file: dict[Path, list[str]] = {}
+    for ckpt_name, file in files.items():
+        by_file.setdefault(file, []).append(ckpt_name)
+    for file, names in by_file.items():
+        present = set(_tensor_names(file))
+        absent = [n for n in names if n not in present]
+        if absent:
+            raise ValueError(f"{file}: does not contain {absent[:5]}, which the safetensors index assigns to it")
+        with safe_open(str(file), "pt", device="cpu") as f:
+            for ckpt_name in names:
+                internal = wanted[ckpt_name]
+                tensor = f.get_tensor(ckpt_name)
+                want = tuple(expected[internal].shape)
+                if tuple(tensor.shape) != want:
+                    raise ValueError(f"{file}: tensor {ckpt_name} has shape {tuple(tensor.shape)}, expected {want}")
+                state[internal] = tensor.to(device=device, dtype=dtype)
+    if tie:
+        state["lm_head.weight"] = state["embed.weight"]
+    module.load_state_dict(state, strict=True, assign=True)
+    if tie:
+        module.lm_head.weight = module.embed.weight
+    module.rotary = type(module.rotary)(cfg.head_dim, cfg.rope_theta, cfg.max_position).to(device)
+    module.eval().requires_grad_(False)
+    return LoadedModel(
+        module=module,
+        special=special,
+        tokenizer=tokenizer,
+        path=str(path),
+        name=str(path_or_name),
+        chat_template=raw.get("unmask_chat_template", family.chat_template),
+    )
+
+
+def save_llada_checkpoint(module: DiffusionLM, out_dir: str | Path, config: dict) -> None:
+    """Write a module as a LLaDA-format checkpoint (config.json with OLMo keys + model.safetensors)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    family = next(f for f in FAMILIES if f.name == "llada")
+    tensors = {
+        checkpoint_name(family, name): p.detach().to("cpu").contiguous()
+        for name, p in module.named_parameters()
+    }
+    save_file(tensors, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -1,0 +1,141 @@
+"""Transformer building blocks shared by the LLaDA and Dream families.
+
+Every layer works on a subset of canvas rows: it projects Q/K/V for those rows,
+writes their K/V into a store that holds the whole canvas, and lets them attend
+to every stored key. A full forward is the same call with all rows.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+
+class KVSlot(Protocol):
+    """One layer's key/value storage for the canvas (see `unmask.engine.kv_store`)."""
+
+    def write(self, rows, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32, cast back, then scaled (LLaDA and Qwen2 agree on this order)."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class RotaryTable(nn.Module):
+    """Precomputed float32 cos/sin for NeoX-style (rotate_half) rotary embeddings."""
+
+    def __init__(self, head_dim: int, theta: float, max_position: int):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        angles = torch.outer(torch.arange(max_position, dtype=torch.float64), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def lookup(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """cos/sin shaped [B, 1, R, D] for position ids [B, R]."""
+        if positions.numel() and int(positions.max()) >= self.cos.shape[0]:
+            raise ValueError(f"position {int(positions.max())} exceeds the model's maximum of {self.cos.shape[0]}")
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    xf = x.float()
+    half = xf.shape[-1] // 2
+    rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm attention + SwiGLU block, with its pieces exposed for cache methods."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        self.attn_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.q_proj = nn.Linear(d, cfg.num_heads * hd, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.num_heads * hd, d, bias=False)
+        self.ffn_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.gate_proj = nn.Linear(d, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(d, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, d, bias=False)
+
+    # -- pieces -----------------------------------------------------------------
+    def _heads(self, x: Tensor, n: int) -> Tensor:
+        b, r, _ = x.shape
+        return x.view(b, r, n, self.head_dim).transpose(1, 2)
+
+    def query(self, normed: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        return apply_rotary(self._heads(self.q_proj(normed), self.num_heads), cos, sin)
+
+    def key(self, normed: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        return apply_rotary(self._heads(self.k_proj(normed), self.num_kv_heads), cos, sin)
+
+    def value(self, normed: Tensor) -> Tensor:
+        return self._heads(self.v_proj(normed), self.num_kv_heads)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
+        """SDPA of q [B,H,R,D] over all keys; returns the attention branch output [B,R,d]."""
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, enable_gqa=self.num_kv_heads != self.num_heads
+        )
+        b, _, r, _ = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(b, r, -1))
+
+    def attention_probs(self, q: Tensor, k: Tensor, key_mask: Tensor | None) -> Tensor:
+        """Softmax attention [B,H,P,T] in float32 for the given queries only."""
+        if self.num_kv_heads != self.num_heads:
+            k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.head_dim**-0.5
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask, float("-inf"))
+        return scores.softmax(dim=-1)
+
+    def ffn(self, h: Tensor) -> Tensor:
+        """FFN branch output (before the residual add)."""
+        n = self.ffn_norm(h)
+        return self.down_proj(F.silu(self.gate_proj(n)) * self.up_proj(n))
+
+    # -- the rows primitive -------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        kv: KVSlot | None = None,
+        rows=None,
+        key_mask: Tensor | None = None,
+        prob_index: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Run rows `x` [B,R,d]; with `kv`, store their K/V at `rows` and attend to the whole store.
+
+        `prob_index` [B,P] selects computed rows whose attention probabilities are returned.
+        """
+        normed = self.attn_norm(x)
+        q, k, v = self.query(normed, cos, sin), self.key(normed, cos, sin), self.value(normed)
+        if kv is not None:
+            k, v = kv.write(rows, k, v)
+        probs = None
+        if prob_index is not None:
+            idx = prob_index[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1])
+            probs = self.attention_probs(torch.gather(q, 2, idx), k, key_mask)
+        h = x + self.attend(q, k, v, key_mask)
+        return h + self.ffn(h), probs

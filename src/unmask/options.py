@@ -1,0 +1,120 @@
+"""Generation options (the Hydra `generation.*` keys) and their validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from .decoding.sampling import ALGS, DREAM_ALGS, LLADA_ALGS
+
+
+@dataclass
+class GenerationOptions:
+    gen_length: int = 256
+    block_length: int | None = 32  # None = one block spanning gen_length
+    steps: int | None = None  # None = gen_length (one token per step) for scheduled decoding
+    temperature: float = 0.0
+    alg: str | None = None  # None = low_confidence (LLaDA) or entropy (Dream)
+    remasking: str | None = None  # LLaDA's name for alg: low_confidence | random
+    alg_temp: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    eps: float = 1e-3
+    schedule: str = "auto"  # linear (LLaDA) | eps (Dream) | auto (by model family)
+    threshold: float | None = None
+    factor: float | None = None
+    sigma: float = 0.0  # certainty prior, 0 = off
+    cfg_scale: float = 0.0
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
+    stop_until_eos: bool = False
+    seed: int | None = None
+    chat: bool = True  # apply the model's chat template to text prompts
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def build(cls, family: str, **kwargs) -> "GenerationOptions":
+        unknown = sorted(set(kwargs) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"unknown generation option(s) {unknown}; valid options: {cls.names()}")
+        opts = cls(**kwargs)
+        opts.resolve(family)
+        return opts
+
+    # -- derived values ------------------------------------------------------
+    @property
+    def parallel(self) -> bool:
+        return self.threshold is not None or self.factor is not None
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks
+
+    def resolve(self, family: str) -> None:
+        """Fill family defaults and reject impossible combinations, naming the keys involved."""
+        if self.remasking is not None:
+            if self.alg is not None and self.alg != self.remasking:
+                raise ValueError("set only one of generation.alg and generation.remasking (they are the same choice)")
+            if self.remasking not in LLADA_ALGS:
+                raise ValueError(f"generation.remasking={self.remasking!r}; valid choices: {list(LLADA_ALGS)}")
+            self.alg = self.remasking
+        if self.alg is None:
+            self.alg = "entropy" if family == "dream" else "low_confidence"
+        if self.alg not in ALGS:
+            raise ValueError(f"generation.alg={self.alg!r}; valid choices: {list(ALGS)}")
+        if self.schedule == "auto":
+            self.schedule = "eps" if family == "dream" else "linear"
+        if self.schedule not in ("linear", "eps"):
+            raise ValueError(f"generation.schedule={self.schedule!r}; valid choices: ['auto', 'linear', 'eps']")
+        if self.gen_length <= 0:
+            raise ValueError(f"generation.gen_length={self.gen_length} must be positive")
+        if self.block_length is None:
+            self.block_length = self.gen_length
+        if self.block_length <= 0 or self.gen_length % self.block_length:
+            raise ValueError(
+                f"generation.gen_length={self.gen_length} must be a multiple of generation.block_length={self.block_length}"
+            )
+        if self.threshold is not None and self.factor is not None:
+            raise ValueError("set generation.threshold or generation.factor, not both")
+        if self.parallel and self.steps is not None:
+            raise ValueError(
+                "generation.steps has no effect with generation.threshold/factor (parallel decoding runs until each "
+                "block is done); leave steps unset"
+            )
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"generation.threshold={self.threshold} must be in (0, 1]")
+        if self.factor is not None and self.factor <= 0:
+            raise ValueError(f"generation.factor={self.factor} must be positive")
+        if not self.parallel:
+            if self.steps is None:
+                self.steps = self.gen_length
+            if self.steps <= 0 or self.steps % self.num_blocks:
+                raise ValueError(
+                    f"generation.steps={self.steps} must be a positive multiple of the number of blocks "
+                    f"({self.num_blocks} = gen_length {self.gen_length} / block_length {self.block_length})"
+                )
+            if self.steps > self.gen_length:
+                raise ValueError(f"generation.steps={self.steps} exceeds generation.gen_length={self.gen_length}")
+        if self.temperature < 0:
+            raise ValueError(f"generation.temperature={self.temperature} must be >= 0")
+        if self.alg in LLADA_ALGS and (self.top_p is not None or self.top_k is not None):
+            raise ValueError(f"generation.top_p/top_k apply to the Dream algorithms {list(DREAM_ALGS)}, not alg={self.alg}")
+        if self.alg_temp > 0 and (self.alg in LLADA_ALGS or self.alg == "origin" or self.parallel):
+            raise ValueError(f"generation.alg_temp applies to scheduled decoding with alg in {list(DREAM_ALGS[:3])}")
+        if self.alg == "origin" and self.parallel:
+            raise ValueError("generation.alg=origin commits at random and cannot be combined with threshold/factor")
+        if self.sigma < 0:
+            raise ValueError(f"generation.sigma={self.sigma} must be >= 0")
+        if self.sigma > 0 and self.alg in ("entropy", "random", "origin"):
+            raise ValueError(
+                f"generation.sigma > 0 (certainty prior) needs a probability confidence; alg={self.alg} is not one "
+                "(use low_confidence, maskgit_plus or topk_margin)"
+            )
+        if self.cfg_scale < 0:
+            raise ValueError(f"generation.cfg_scale={self.cfg_scale} must be >= 0")
