@@ -84,7 +84,7 @@ def test_text_prompts_use_chat_template(llada):
         ({"alg": "greedy"}, "valid choices"),
         ({"remasking": "entropy"}, "valid choices"),
         ({"threshold": 0.9, "factor": 1.0}, "not both"),
-        ({"threshold": 0.9, "steps": 16, "gen_length": 16}, "leave steps unset"),
+        ({"threshold": 0.9, "steps": 16, "gen_length": 16, "block_length": 16}, "leave steps unset"),
         ({"top_p": 0.9}, "apply to the Dream algorithms"),
         ({"sigma": 1.0, "alg": "random"}, "probability confidence"),
         ({"bogus": 1}, "unknown generation option"),
