@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any
+
+
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=\S*$")
 
 
 def _value(text: str) -> Any:
@@ -77,23 +81,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_prompt(args: argparse.Namespace) -> None:
+    """One positional is the prompt; the others are `key=value` overrides."""
+    overrides = [w for w in args.words if OVERRIDE.match(w)]
+    prompts = [w for w in args.words if not OVERRIDE.match(w)]
+    if len(prompts) != 1:
+        raise ValueError(f"expected one prompt (quote it), got {len(prompts)}: {prompts}")
+    args.prompt, args.overrides = prompts[0], overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unmask", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="denoise an answer to one prompt and print it with its speed")
-    gen.add_argument("prompt")
     gen.add_argument("--model", default=None, help="checkpoint directory, or 'tiny' (default) for the bundled model")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    gen.add_argument("overrides", nargs="*", help="cache=... cache.key=value generation.key=value model.path=...")
+    gen.epilog = "then the prompt and overrides: cache=... cache.key=value generation.key=value model.path=..."
     train = sub.add_parser("train", help="masked-diffusion training of a small LLaDA-format model")
-    train.add_argument("overrides", nargs="*", help="key=value settings, e.g. out=runs/tiny minutes=60")
-    args = parser.parse_args(argv)
+    train.epilog = "settings as key=value, e.g. out=runs/tiny minutes=60"
+    args, rest = parser.parse_known_args(argv)
+    flags = [w for w in rest if w.startswith("-")]
+    if flags:
+        parser.error(f"unrecognized options: {flags}")
+    args.words = rest
     try:
         if args.command == "generate":
+            _split_prompt(args)
             return cmd_generate(args)
         from .train import main as train_main
 
-        return train_main(args.overrides) or 0
+        return train_main(args.words) or 0
     except (ValueError, FileNotFoundError, TypeError) as exc:
         print(f"unmask: error: {exc}", file=sys.stderr)
         return 2
