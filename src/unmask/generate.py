@@ -16,7 +16,7 @@ from torch import Tensor
 from .caches.base import StepContext, resolve_cache
 from .decoding import prior, schedule, selection
 from .decoding.sampling import LLADA_ALGS, dream_candidates, llada_candidates
-from .engine import StepPlan, make_state, run_plan
+from .engine import StepOutput, StepPlan, make_state, run_plan
 from .models.model import LoadedModel
 from .options import GenerationOptions
 
@@ -104,16 +104,16 @@ class _Request:
         self.rows_computed = 0
 
     # -- scoring ---------------------------------------------------------------
-    def _logits(self, plan: StepPlan) -> Tensor:
+    def _forward(self, plan: StepPlan) -> tuple[StepOutput, Tensor]:
+        """Run the plan; return the engine output and the logits after guidance and EOS/mask rules."""
         out = run_plan(self.module, self.state, plan)
-        self.policy_out = out
         logits = out.logits
         if self.opts.cfg_scale > 0:
             logits = self._guided(logits, plan)
         logits[..., self.special.mask] = float("-inf")  # committing [MASK] would undo the step
         if self.opts.logits_eos_inf:
             logits[..., self.special.eos] = float("-inf")
-        return logits
+        return out, logits
 
     def _guided(self, cond: Tensor, plan: StepPlan) -> Tensor:
         """Classifier-free guidance: a second full pass with the prompt masked."""
@@ -145,8 +145,7 @@ class _Request:
     # -- the loop ---------------------------------------------------------------
     def run(self) -> None:
         o, st = self.opts, self.state
-        start_time = time.perf_counter()
-        self.start_time = start_time
+        self.start_time = time.perf_counter()
         step = 0
         for s, e in schedule.blocks(self.gen_start, o.gen_length, o.block_length):
             masked = self._masked()
@@ -177,8 +176,7 @@ class _Request:
     def _step(self, ctx: StepContext, counts: Tensor | None) -> tuple[Tensor, Tensor]:
         o, st = self.opts, self.state
         plan = self.policy.plan(st, ctx)
-        logits = self._logits(plan)
-        out = self.policy_out
+        out, logits = self._forward(plan)
         self._count_forward()
         self._account(out)
         self.policy.after_forward(st, ctx, plan, out)
