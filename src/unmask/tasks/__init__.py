@@ -1,0 +1,1 @@
+"""Tasks: synthetic problems, answer checking and the tokenizer the bundled model is trained with."""

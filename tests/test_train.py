@@ -1,0 +1,121 @@
+"""Masked-diffusion SFT on a tiny config: the loss drops, the checkpoint loads, resuming continues."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import unmask
+from unmask import train as train_mod
+from unmask.train import Batcher, TrainConfig, build_run, diffusion_loss, parse_overrides, train
+
+TINY = dict(
+    n_layers=2, d_model=32, n_heads=2, batch_size=4, response_length=160, warmup_steps=2, lr=3e-3,
+    tokenizer_samples=300, threads=1, progress=False, save_every=0,
+)
+
+
+def tiny(out, **kw) -> TrainConfig:
+    return TrainConfig(out=str(out), **{**TINY, **kw})
+
+
+def fixed_loss(module, run, problems) -> float:
+    """Loss on one fixed batch with fixed masks, to compare a model before and after training."""
+    batch = run.batcher(problems)
+    with torch.no_grad():
+        return float(diffusion_loss(module, batch, run.ids["mask"], 1e-3, torch.Generator().manual_seed(0)))
+
+
+def test_training_reduces_loss_and_writes_a_loadable_checkpoint(tmp_path):
+    cfg = tiny(tmp_path / "run", max_steps=40)
+    run, _ = build_run(cfg)
+    problems = [next(iter(run.stream)) for _ in range(16)]
+    before = fixed_loss(run.module, run, problems)
+    summary = train(cfg)
+    after = fixed_loss(summary["module"], run, problems)
+    assert summary["steps"] == 40 and not summary["resumed"]
+    assert after < 0.8 * before
+
+    raw = json.loads((tmp_path / "run" / "config.json").read_text())
+    for key in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size", "embedding_size",
+                "rope_theta", "rms_norm_eps", "max_sequence_length", "mask_token_id", "eos_token_id", "eot_token_id",
+                "bos_token_id", "pad_token_id"):
+        assert key in raw
+    assert raw["architectures"] == ["LLaDAModelLM"] and raw["include_bias"] is False and raw["weight_tying"] is False
+
+    loaded = unmask.load(tmp_path / "run")
+    tok = loaded.tokenizer
+    assert loaded.special.mask == tok.token_to_id("<|mdm_mask|>")
+    assert loaded.special.eot == tok.token_to_id("<|eot_id|>")
+    ids, attn, _ = run.batcher(problems[:3])
+    with torch.no_grad():
+        expected = summary["module"](ids, attention_mask=attn)
+        got = loaded.module(ids, attention_mask=attn)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    # The chat template of the checkpoint family tokenizes with the built tokenizer (specials whole).
+    prompt = loaded.chat_template.format(content="Mia has 12 apples.")
+    encoded = tok.encode(prompt)
+    assert encoded[0] == loaded.special.bos and tok.decode(encoded, skip_special=False) == prompt
+    result = unmask.generate(loaded, prompts=["Mia has 12 apples. How many apples does Mia have now?"],
+                             gen_length=32, block_length=32)
+    assert isinstance(result.texts[0], str)
+
+
+def test_resume_continues_where_an_interrupted_run_stopped(tmp_path, monkeypatch):
+    straight = train(tiny(tmp_path / "a", max_steps=8))
+
+    real_step, calls = train_mod.train_step, {"n": 0}
+
+    def interrupt_after_five(run):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real_step(run)
+
+    monkeypatch.setattr(train_mod, "train_step", interrupt_after_five)
+    cut = train(tiny(tmp_path / "b", max_steps=8))
+    assert cut["interrupted"] and cut["steps"] == 5
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    resumed = train(tiny(tmp_path / "b", max_steps=8))
+    assert resumed["resumed"] and resumed["steps"] == 8 and resumed["steps_this_run"] == 3
+
+    state = torch.load(tmp_path / "b" / "train_state" / "state.pt", weights_only=True)
+    assert state["stream"]["count"] == 8 * TINY["batch_size"]
+    for (name, p), q in zip(straight["module"].named_parameters(), resumed["module"].parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-6, msg=name)
+
+
+def test_resume_refuses_another_model_shape(tmp_path):
+    train(tiny(tmp_path / "c", max_steps=1))
+    with pytest.raises(ValueError, match="d_model"):
+        train(tiny(tmp_path / "c", max_steps=2, d_model=64))
+
+
+def test_batcher_pads_the_response_with_eot_then_eos(tmp_path):
+    run, _ = build_run(tiny(tmp_path / "d", max_steps=1))
+    problems = [next(run.stream) for _ in range(3)]
+    ids, attn, response = run.batcher(problems)
+    assert ids.shape[1] == response[0].sum() + (~response[0]).sum() and int(response[0].sum()) == 160
+    for row, a, p in zip(ids, attn, problems):
+        resp = row[response[0]].tolist()
+        answer = run.batcher.tok.encode(p["answer"]).ids
+        assert resp[: len(answer) + 1] == answer + [run.ids["eot"]]
+        assert set(resp[len(answer) + 1 :]) == {run.ids["eos"]}
+        assert bool(a[response[0]].all())
+    assert isinstance(run.batcher, Batcher)
+
+
+def test_parse_overrides():
+    cfg = parse_overrides(["out=runs/x", "n_layers=3", "lr=1e-3", "bf16=true", "minutes=1.5"])
+    assert (cfg.out, cfg.n_layers, cfg.lr, cfg.bf16, cfg.minutes) == ("runs/x", 3, 1e-3, True, 1.5)
+    with pytest.raises(SystemExit):
+        parse_overrides(["nope=1"])
+    with pytest.raises(SystemExit):
+        parse_overrides(["n_layers=two"])
+
+
+def test_training_needs_a_budget(tmp_path):
+    with pytest.raises(ValueError, match="budget"):
+        train(tiny(tmp_path / "e"))
