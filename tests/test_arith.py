@@ -142,3 +142,12 @@ def test_tokenizer_round_trips_problems_and_splits_digits(tmp_path):
     for special in SPECIAL_TOKENS[1:2] + SPECIAL_TOKENS[3:]:
         assert tok.token_to_id(special) in ids
     assert tok.decode(ids, skip_special_tokens=False) == prompt
+
+
+def test_copy_mix_in_is_deterministic():
+    s1, s2 = arith.ProblemStream(2, copy_fraction=0.5), arith.ProblemStream(2, copy_fraction=0.5)
+    a, b = [next(s1) for _ in range(40)], [next(s2) for _ in range(40)]
+    assert a == b
+    copies = [p for p in a if p["question"].startswith(arith.COPY_PROMPT)]
+    assert 5 < len(copies) < 35
+    assert all(p["question"].endswith(p["answer"]) for p in copies)

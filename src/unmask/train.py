@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     full_length_fraction: float = 0.25  # batches padded to response_length; the rest to their longest answer
     mask_eps: float = 1e-3
     tokenizer_samples: int = 5000
+    copy_fraction: float = 0.0  # share of auxiliary "repeat the question" problems (arith.copy_problem)
     # optimisation (at lr 3e-3 the model had not learned to copy after 6,000 steps; 5e-4..1e-3 did)
     batch_size: int = 16
     lr: float = 6e-4
@@ -303,7 +305,7 @@ def _tokenizer(cfg: TrainConfig, out: Path, resuming: bool):
     if not (resuming and path.exists()):
         sample = arith.ProblemStream(seed=10_000 + cfg.seed, exclude=set())
         texts = [f"{p['question']}\n{p['answer']}" for p, _ in zip(sample, range(cfg.tokenizer_samples))]
-        texts += [" ".join(arith.lexicon()), LLADA_CHAT]
+        texts += [" ".join(arith.lexicon()), LLADA_CHAT, arith.COPY_PROMPT]
         build_tokenizer(out, texts)
     return Tokenizer.from_file(str(path))
 
@@ -345,7 +347,7 @@ def build_run(cfg: TrainConfig) -> tuple[Run, bool]:
         module=module,
         optimizer=make_optimizer(module, cfg),
         schedule=Schedule(cfg),
-        stream=arith.ProblemStream(cfg.seed),
+        stream=arith.ProblemStream(cfg.seed, copy_fraction=cfg.copy_fraction),
         gen=torch.Generator().manual_seed(cfg.seed),
         batcher=Batcher(tokenizer, ids, cfg.response_length),
         ids=ids,
@@ -373,7 +375,7 @@ def train_step(run: Run) -> tuple[float, int]:
 
 
 def train(config: TrainConfig | dict) -> dict[str, Any]:
-    """Train (or resume) into `config.out`; returns a summary (steps, minutes, loss, tokens/s)."""
+    """Train (or resume) into `config.out`; returns a summary (steps, minutes, loss, tokens/s, the module)."""
     from tqdm import tqdm
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
@@ -448,10 +450,19 @@ def parse_overrides(argv: list[str]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m unmask.train key=value ...` and `unmask train`."""
     cfg = parse_overrides(sys.argv[1:] if argv is None else list(argv))
-    summary = train(cfg)
+    # A background run (where SIGINT is ignored) stopped with `kill` saves like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = train(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary.pop("module")
     for key, value in summary.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")

@@ -403,13 +403,29 @@ def eval_questions() -> set[str]:
     return {p["question"] for p in eval_split(EVAL_FILE)}
 
 
-class ProblemStream:
-    """Infinite, seeded training problems that skip the evaluation split; its state can be saved."""
+COPY_PROMPT = "Repeat the problem."
 
-    def __init__(self, seed: int, exclude: set[str] | None = None):
+
+def copy_problem(problem: dict) -> dict:
+    """Auxiliary task: repeat a question word for word (an optional training mix-in).
+
+    Copying from the prompt is the skill a small diffusion model is slowest to pick up from the
+    worked solutions alone; some pure copying is meant to make it appear sooner.
+    """
+    return {"id": problem["id"] + "-copy", "question": f"{COPY_PROMPT}\n{problem['question']}", "answer": problem["question"]}
+
+
+class ProblemStream:
+    """Infinite, seeded training problems that skip the evaluation split; its state can be saved.
+
+    With `copy_fraction` > 0, that share of the problems are `copy_problem`s instead.
+    """
+
+    def __init__(self, seed: int, exclude: set[str] | None = None, copy_fraction: float = 0.0):
         self.rng = random.Random(seed)
         self.seed = seed
         self.count = 0
+        self.copy_fraction = copy_fraction
         self.exclude = eval_questions() if exclude is None else exclude
 
     def __iter__(self) -> "ProblemStream":
@@ -420,6 +436,8 @@ class ProblemStream:
             p = make_problem(self.rng)
             if p["question"] not in self.exclude:
                 self.count += 1
+                if self.copy_fraction and self.rng.random() < self.copy_fraction:
+                    return copy_problem(p)
                 return p
 
     def state(self) -> dict:
