@@ -71,7 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown model setting(s) {unknown}; valid: model.path, model.dtype, model.device")
     model = unmask.load(path, dtype=model_cfg.get("dtype", args.dtype), device=model_cfg.get("device", "cpu"))
     result = unmask.generate(model, prompts=[args.prompt], cache=cache, **generation)
-    print(result.texts[0])
+    print(result.texts[0], flush=True)
     seconds = result.total_seconds
     print(
         f"[{result.answer_tokens[0]} tokens in {seconds:.2f}s: {result.tokens_per_second:.1f} tokens/s, "
