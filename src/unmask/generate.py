@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .caches.base import StepContext, resolve_cache
 from .decoding import prior, schedule, selection
+from .decoding.stops import first_stop
 from .decoding.sampling import LLADA_ALGS, dream_candidates, llada_candidates
 from .engine import StepOutput, StepPlan, make_state, run_plan
 from .models.model import LoadedModel
@@ -59,16 +60,6 @@ def encode_prompts(model: LoadedModel, prompts: list[str], chat: bool) -> list[l
             bos = [model.special.bos] if model.special.bos is not None else []
             out.append(bos + model.tokenizer.encode(text))
     return out
-
-
-def _first_stop(tokens: Tensor, stop_ids: tuple[int, ...]) -> Tensor:
-    """Index of the first EOS/EOT per row of [B, G] (G when there is none)."""
-    is_stop = torch.zeros_like(tokens, dtype=torch.bool)
-    for sid in stop_ids:
-        is_stop |= tokens == sid
-    g = tokens.shape[1]
-    idx = torch.where(is_stop, torch.arange(g, device=tokens.device), torch.full_like(tokens, g))
-    return idx.min(dim=-1).values
 
 
 class _Request:
@@ -245,7 +236,7 @@ class _Request:
         gen = st.canvas[:, self.gen_start :]
         still_masked = (gen == self.special.mask) & st.valid[:, self.gen_start :]
         if self.opts.stop_until_eos:
-            first = _first_stop(gen, self.special.stop_ids)
+            first = first_stop(gen, self.special.stop_ids)
             offsets = torch.arange(gen.shape[1], device=gen.device)
             before = still_masked & (offsets < first.unsqueeze(1))
             done = self.active & ~before.any(-1) & (first < gen.shape[1])
@@ -266,7 +257,7 @@ class _Request:
         # Positions a policy dropped (Elastic-Cache's EOS truncation) read as EOS.
         dropped = ~st.valid[:, self.gen_start :]
         gen = torch.where(dropped, torch.full_like(gen, self.special.eos), gen)
-        first = _first_stop(gen, self.special.stop_ids).tolist()
+        first = first_stop(gen, self.special.stop_ids).tolist()
         ids = gen.tolist()
         texts = [self.model.tokenizer.decode(row[:n]) for row, n in zip(ids, first)]
         total = self.layer_steps or 1

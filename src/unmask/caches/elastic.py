@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..decoding.stops import stop_mask
 from ..engine import Rows, StepPlan
 from .base import CachePolicy
 
@@ -134,9 +135,7 @@ class ElasticCache(CachePolicy):
         self.last_decoded = committed.clone()
         # EOS truncation: masks after the first decoded EOS/EOT are dropped from the canvas.
         gen = state.canvas[:, ctx.gen_start :]
-        is_stop = torch.zeros_like(gen, dtype=torch.bool)
-        for sid in self.special.stop_ids:
-            is_stop |= gen == sid
+        is_stop = stop_mask(gen, self.special.stop_ids)
         if not bool(is_stop.any()):
             return
         drop = (is_stop.long().cumsum(-1) > 0) & (gen == self.special.mask)
