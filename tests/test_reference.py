@@ -434,3 +434,18 @@ def test_engine_all_rows_twice_is_stable(which, llada_pair, dream_pair):
         assert rows.span == (0, canvas.shape[1])
         second = run_plan(model.module, state, StepPlan(rows=rows, logit_positions=state.all_rows())).logits
     assert _max_diff(first[valid], second[valid]) < TOL
+
+
+def test_eager_attention_matches_llama_with_gqa(llada_gqa_dir):
+    """attn_implementation=eager (explicit softmax) is the same model as the fused default."""
+    model = unmask.load(llada_gqa_dir, dtype="float32", attn_implementation="eager")
+    assert all(layer.attn_implementation == "eager" for layer in model.module.layers)
+    ids = _random_ids(model.cfg.vocab_size, (2, 13), seed=5)
+    with torch.no_grad():
+        ours = model.module(ids)
+    assert _max_diff(ours, _reference_logits(_llama_reference(llada_gqa_dir), ids)) < TOL
+
+
+def test_unknown_attn_implementation_is_refused(llada_gqa_dir):
+    with pytest.raises(ValueError, match="flash"):
+        unmask.load(llada_gqa_dir, attn_implementation="flash")

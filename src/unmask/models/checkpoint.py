@@ -83,8 +83,21 @@ def _special_tokens(family: Family, cfg: dict, tok: Tokenizer, vocab: int, sourc
     return SpecialTokens(**ids)
 
 
-def load(path_or_name: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu") -> LoadedModel:
-    """Load a LLaDA- or Dream-format checkpoint directory (or `tiny`, the bundled model)."""
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def load(
+    path_or_name: str | Path,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    attn_implementation: str = "sdpa",
+) -> LoadedModel:
+    """Load a LLaDA- or Dream-format checkpoint directory (or `tiny`, the bundled model).
+
+    `attn_implementation` is "sdpa" (fused) or "eager" (explicit softmax, as transformers names it).
+    """
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation={attn_implementation!r} is not one of {list(ATTN_IMPLEMENTATIONS)}")
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype '{dtype}' is not one of {sorted(DTYPES)}")
@@ -145,6 +158,8 @@ def load(path_or_name: str | Path, dtype: str | torch.dtype = "float32", device:
         module.lm_head.weight = module.embed.weight
     module.rotary = type(module.rotary)(cfg.head_dim, cfg.rope_theta, cfg.max_position).to(device)
     module.eval().requires_grad_(False)
+    for layer in module.layers:
+        layer.attn_implementation = attn_implementation
     return LoadedModel(
         module=module,
         special=special,

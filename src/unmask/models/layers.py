@@ -77,6 +77,8 @@ class DecoderLayer(nn.Module):
         self.gate_proj = nn.Linear(d, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(d, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, d, bias=False)
+        # "sdpa" (fused kernel) or "eager" (explicit softmax(QK^T)V, the transformers spelling).
+        self.attn_implementation = "sdpa"
 
     # -- pieces -----------------------------------------------------------------
     def _heads(self, x: Tensor, n: int) -> Tensor:
@@ -93,10 +95,15 @@ class DecoderLayer(nn.Module):
         return self._heads(self.v_proj(normed), self.num_kv_heads)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
-        """SDPA of q [B,H,R,D] over all keys; returns the attention branch output [B,R,d]."""
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, enable_gqa=self.num_kv_heads != self.num_heads
-        )
+        """Attention of q [B,H,R,D] over all keys; returns the attention branch output [B,R,d]."""
+        if self.attn_implementation == "eager":
+            if self.num_kv_heads != self.num_heads:
+                v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            out = torch.matmul(self.attention_probs(q, k, key_mask).to(v.dtype), v)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=key_mask, enable_gqa=self.num_kv_heads != self.num_heads
+            )
         b, _, r, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, r, -1))
 
