@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from .arith_task import ArithTask
 from .base import Task
+from .gsm8k import GSM8KTask
+from .humaneval import HumanEvalInstructTask, HumanEvalTask
+from .math500 import Math500Task
+from .mbpp import MBPPTask
 
-TASKS: dict[str, type[Task]] = {ArithTask.name: ArithTask}
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (ArithTask, GSM8KTask, Math500Task, HumanEvalTask, HumanEvalInstructTask, MBPPTask)
+}
 
 
 def get_task(name: str, **kwargs) -> Task:
