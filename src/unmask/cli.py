@@ -1,4 +1,4 @@
-"""The `unmask` command line: `unmask generate` and `unmask train`.
+"""The `unmask` command line: generate, eval, bench, serve and train.
 
 Overrides use the Hydra spelling the evaluation framework uses: `cache=prefix
 cache.use_dual=true generation.gen_length=128 model=tiny model.path=/dir`.
@@ -90,6 +90,14 @@ def _split_prompt(args: argparse.Namespace) -> None:
     args.prompt, args.overrides = prompts[0], overrides
 
 
+# Subcommands whose own module parses the overrides (module, help text).
+DELEGATED = {
+    "eval": ("unmask.evaluation", "evaluate a model and cache method on a task (accuracy, tokens/s), with records and resume"),
+    "bench": ("unmask.bench", "compare methods side by side: table, CSV/JSON and plots"),
+    "serve": ("unmask.serve", "OpenAI-compatible HTTP server"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unmask", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,15 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     gen.epilog = "then the prompt and overrides: cache=... cache.key=value generation.key=value model.path=..."
     train = sub.add_parser("train", help="masked-diffusion training of a small LLaDA-format model")
     train.epilog = "settings as key=value, e.g. out=runs/tiny minutes=60"
+    for name, (_, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False).epilog = "Hydra-style overrides, e.g. model=tiny cache=prefix"
     args, rest = parser.parse_known_args(argv)
     flags = [w for w in rest if w.startswith("-")]
-    if flags:
+    if flags and args.command not in DELEGATED:
         parser.error(f"unrecognized options: {flags}")
     args.words = rest
     try:
         if args.command == "generate":
             _split_prompt(args)
             return cmd_generate(args)
+        if args.command in DELEGATED:
+            import importlib
+
+            module = importlib.import_module(DELEGATED[args.command][0])
+            return module.main(args.words) or 0
         from .train import main as train_main
 
         return train_main(args.words) or 0

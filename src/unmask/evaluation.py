@@ -1,0 +1,245 @@
+"""The evaluation runner behind `unmask eval` and `accelerate launch eval.py ...`.
+
+It resolves the config (all checks before any model loads), shards the pending samples over
+accelerate's processes (a plain `python eval.py` is one process), decodes them in batches with
+`unmask.generate`, scores them with the task, appends one record per sample, and lets process 0
+merge the records and write the summary once, after a barrier. Restarting with the same output
+directory skips every sample already recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+from pathlib import Path
+from typing import Callable
+
+from . import metrics, records
+from .config import RunConfig, load_model, require_model_path, resolve_config, resolve_device
+from .tasks.base import Sample, Task
+from .tasks.sandbox import ENV_OPT_IN as CODE_ENV  # UNMASK_ALLOW_CODE_EXECUTION
+
+USAGE = """usage: unmask eval [key=value ...]   (also: python eval.py ..., accelerate launch eval.py ...)
+
+Hydra-style overrides, e.g.
+  dataset.name=arith dataset.limit=20 batch_size=1 seed=1234 model=tiny
+  cache=prefix cache.use_dual=true generation=vanilla generation.gen_length=256 generation.threshold=0.9
+  model=llada-inst model.path=/data/LLaDA-8B-Instruct attn_implementation=eager output_dir=runs/x
+Groups: model=(tiny|llada-base|llada-inst|llada-1.5|dream-base|dream-inst), cache=(null|prefix|dllm|d2cache|elastic),
+generation=vanilla. Code-running tasks need allow_code_execution=true or UNMASK_ALLOW_CODE_EXECUTION=1."""
+
+
+# -- reusable pieces (also used by `unmask bench`) -------------------------------------------
+
+
+def batch_seed(seed: int | None, first_id: str) -> int | None:
+    """A batch's generator seed from the run seed and its first sample id, so a sample's result
+    does not depend on the process or resume order that reached it."""
+    if seed is None:
+        return None
+    return (int(seed) + zlib.crc32(first_id.encode())) % 2**31
+
+
+def cut_at_stops(text: str, stops: list[str]) -> str:
+    """The text before the earliest stop string (few-shot formats run on past the answer)."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            at = text.find(stop)
+            if at != -1:
+                cut = min(cut, at)
+    return text[:cut]
+
+
+def run_samples(
+    model,
+    task: Task,
+    samples: list[Sample],
+    cache: dict | str | None = None,
+    generation: dict | None = None,
+    batch_size: int = 1,
+    *,
+    warmup: bool = True,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Decode and score `samples` in order, `batch_size` prompts per `unmask.generate` call.
+
+    `generation` is the keyword arguments of unmask.generate (RunConfig.generation); its `seed`
+    is turned into a per-batch seed (`batch_seed`). With `warmup`, one untimed generate on the
+    first prompt runs first. Returns one record per sample (keys: id, prompt, output,
+    raw_output, extracted, correct, detail, tokens, nfe, seconds, batch, batch_size,
+    batch_seconds, refresh_fraction, row_fraction, peak_memory_mb); `on_record` sees each
+    record as soon as it exists. `metrics.summarize` turns the records into the reported numbers.
+    """
+    from .generate import generate
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    generation = dict(generation or {})
+    seed = generation.pop("seed", None)
+    stops = task.stop_strings()
+    out: list[dict] = []
+    if warmup and samples:
+        generate(model, prompts=[samples[0].prompt], cache=cache, seed=seed, **generation)
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        result = generate(
+            model, prompts=[s.prompt for s in batch], cache=cache, seed=batch_seed(seed, batch[0].id), **generation
+        )
+        peak = metrics.peak_memory_mb(model.device)
+        for i, sample in enumerate(batch):
+            raw = result.texts[i]
+            text = cut_at_stops(raw, stops)
+            score = task.score(sample, text)
+            rec = {
+                "id": sample.id,
+                "prompt": sample.prompt,
+                "output": text,
+                "raw_output": raw,
+                "extracted": score.extracted,
+                "correct": bool(score.correct),
+                "detail": score.detail,
+                "tokens": int(result.answer_tokens[i]),
+                "nfe": int(result.nfe[i]),
+                "seconds": float(result.seconds[i]),
+                "batch": batch[0].id,
+                "batch_size": len(batch),
+                "batch_seconds": float(result.total_seconds),
+                "refresh_fraction": float(result.refresh_fraction),
+                "row_fraction": float(result.row_fraction),
+                "peak_memory_mb": peak,
+            }
+            out.append(rec)
+            if on_record is not None:
+                on_record(rec)
+    return out
+
+
+def check_code_execution(cfg: RunConfig, task_cls: type[Task]) -> None:
+    """Refuse tasks that run generated code unless the user opted in (flag or environment)."""
+    if not task_cls.executes_code:
+        return
+    from .tasks.sandbox import CodeExecutionNotAllowed, require_opt_in
+
+    try:
+        require_opt_in(cfg.allow_code_execution)
+    except CodeExecutionNotAllowed as exc:
+        raise ValueError(f"dataset.name={cfg.dataset['name']}: {exc}") from None
+
+
+def select_samples(task: Task, limit: int | None) -> list[Sample]:
+    samples = task.load()
+    if limit is not None:
+        samples = samples[:limit]
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"dataset.name={task.name}: sample ids are not unique, so records cannot key on them")
+    return samples
+
+
+# -- the runner ---------------------------------------------------------------------------------
+
+
+def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
+    """Run one evaluation; returns the summary on process 0 (None on the others)."""
+    import torch
+    from accelerate import PartialState
+    from tqdm import tqdm
+
+    from .tasks.registry import TASKS, get_task
+
+    check_code_execution(cfg, TASKS[cfg.dataset["name"]])
+    require_model_path(cfg)
+    device = resolve_device(cfg.model["device"])
+    # cpu=True lets a torchrun-style launch without GPUs form a gloo (MULTI_CPU) group.
+    state = PartialState(cpu=torch.device(device).type == "cpu")
+    rank, world = state.process_index, state.num_processes
+    _warn_single_cpu_launch(world)
+    task = get_task(cfg.dataset["name"], n_shot=cfg.dataset["n_shot"], path=cfg.dataset["path"], split=cfg.dataset["split"])
+    samples = select_samples(task, cfg.dataset["limit"])
+    if cfg.output_dir is None:
+        cfg.output_dir = records.default_output_dir(cfg.to_dict())
+    out = Path(cfg.output_dir)
+    config = cfg.to_dict()
+    resuming = records.check_config(out, config)  # every process checks, so all fail alike
+    order = [s.id for s in samples]
+    if state.is_main_process:
+        if not resuming:
+            records.write_config(out, config)
+        records.consolidate(out, order)
+    state.wait_for_everyone()
+
+    done = records.read_records(out)
+    pending = [s for s in samples if s.id not in done]
+    mine = pending[rank::world]
+    if state.is_main_process:
+        print(
+            f"unmask eval: {len(samples)} samples of {cfg.dataset['name']}, {len(samples) - len(pending)} already done, "
+            f"{len(pending)} to run on {world} process(es); records in {out}",
+            file=sys.stderr,
+        )
+    if mine:
+        torch.manual_seed(cfg.seed)
+        model = load_model(cfg, device=device)
+        if model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(model.device)
+        new: list[dict] = []
+        bar = tqdm(total=len(mine), desc=f"{cfg.dataset['name']}", disable=not (show_progress and state.is_main_process))
+        with records.RecordWriter(records.rank_file(out, rank, world)) as writer:
+
+            def on_record(rec: dict) -> None:
+                rec["rank"] = rank
+                writer.write(rec)
+                new.append(rec)
+                bar.update(1)
+                bar.set_postfix(metrics.progress_postfix(new), refresh=False)
+
+            run_samples(model, task, mine, cfg.cache, cfg.generation, cfg.batch_size, on_record=on_record)
+        bar.close()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    merged = records.consolidate(out, order)
+    missing = [sid for sid in order if sid not in merged]
+    if missing:
+        raise RuntimeError(f"{len(missing)} samples have no record after the run (first: {missing[:3]})")
+    summary = {
+        "task": cfg.dataset["name"],
+        "model": cfg.model["name"],
+        "cache": cfg.cache_name,
+        **metrics.summarize([merged[sid] for sid in order]),
+        "num_processes": world,
+        "output_dir": str(out),
+    }
+    records.write_summary(out, summary)
+    print(metrics.format_table(summary, title=f"unmask eval: {summary['task']} / {summary['model']} / {summary['cache']}"))
+    return summary
+
+
+def _warn_single_cpu_launch(world: int) -> None:
+    """`accelerate launch --cpu --num_processes N` starts ONE process unless it is given an MPI
+    hostfile; say so instead of silently running unsharded."""
+    if world == 1 and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
+            print(
+                "unmask eval: warning: accelerate launch --cpu started a single process (accelerate needs "
+                "--mpirun_hostfile for several CPU processes); for CPU data parallel use "
+                "CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N eval.py ...",
+                file=sys.stderr,
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`unmask eval` / `eval.py`: 0 on success, 2 on a configuration error (message on stderr)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        cfg = resolve_config(argv)
+        evaluate(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"unmask eval: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
