@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -62,8 +62,33 @@ def encode_prompts(model: LoadedModel, prompts: list[str], chat: bool) -> list[l
     return out
 
 
+class _PrefixReporter:
+    """Calls `on_step(index, prefix_ids)` after a step that grew a sequence's committed prefix.
+
+    Diffusion decoding commits out of order; the decoded run from the first generated position is
+    what a streaming client can show. Positions a policy dropped read as EOS, as in the result.
+    """
+
+    def __init__(self, callback: Callable[[int, list[int]], None], batch: int):
+        self.callback = callback
+        self.reported = [0] * batch
+
+    def __call__(self, canvas: Tensor, valid: Tensor, special) -> None:
+        gen = torch.where(valid, canvas, special.eos)
+        open_ = gen == special.mask
+        lengths = torch.where(open_.any(-1), open_.int().argmax(-1), gen.shape[1]).tolist()
+        rows = None
+        for i, n in enumerate(lengths):
+            if n > self.reported[i]:
+                rows = gen.tolist() if rows is None else rows  # one device transfer per step at most
+                self.reported[i] = n
+                self.callback(i, rows[i][:n])
+
+
 class _Request:
     """All state of one generate call (no process-wide state: two requests never share anything)."""
+
+    prefix_hook: _PrefixReporter | None = None
 
     def __init__(self, model: LoadedModel, opts: GenerationOptions, policy_cls, settings, prompt_ids, trace: bool):
         self.model, self.opts = model, opts
@@ -130,8 +155,8 @@ class _Request:
         return x0, conf
 
     def _count_forward(self) -> None:
-        for i in range(len(self.nfe)):
-            self.nfe[i] += int(self.active[i])
+        for i, active in enumerate(self.active.tolist()):  # one device read, not one per sequence
+            self.nfe[i] += int(active)
 
     # -- the loop ---------------------------------------------------------------
     def run(self) -> None:
@@ -155,6 +180,8 @@ class _Request:
                 committed, conf = self._step(ctx, counts)
                 self.policy.on_step_end(st, ctx, committed, conf)
                 self._finish_sequences(committed)
+                if self.prefix_hook is not None:
+                    self.prefix_hook(st.canvas[:, self.gen_start :], st.valid[:, self.gen_start :], self.special)
                 step += 1
                 block_step += 1
             if not bool(self.active.any()):
@@ -179,14 +206,16 @@ class _Request:
         dense_conf.scatter_(1, pos, conf)
         dense_x0.scatter_(1, pos, x0)
         s, e = ctx.block
-        candidate = ctx.masked.clone()
-        candidate[:, :s] = False
-        candidate[:, e:] = False
-        candidate &= plan.logit_positions.mask(t)
+        candidate = torch.zeros_like(ctx.masked)
+        candidate[:, s:e] = ctx.masked[:, s:e]
+        span = plan.logit_positions.span
+        if span is None or span[0] > s or span[1] < e:  # logits do not cover the whole block
+            candidate &= plan.logit_positions.mask(t)
         if not bool(candidate.any()):
             raise RuntimeError(f"cache={self.policy.name} planned no logits for any masked position of block {ctx.block}")
-        step_conf = dense_conf.clone()
+        step_conf = dense_conf
         if o.sigma > 0:
+            dense_conf = dense_conf.clone()  # step_conf (what policies see) stays without the prior
             decoded = ~((st.canvas == self.special.mask) & st.valid)[:, self.gen_start :]
             density = prior.certainty_density(decoded, o.sigma)
             dense_conf[:, self.gen_start :] = dense_conf[:, self.gen_start :] * density
@@ -282,12 +311,16 @@ def generate(
     input_ids: list[list[int]] | None = None,
     cache: str | dict | None = None,
     trace: bool = False,
+    on_step: Callable[[int, list[int]], None] | None = None,
     **options: Any,
 ) -> GenerationResult:
     """Denoise `prompt ++ [MASK] * gen_length` for each prompt (batched, left-padded).
 
     `cache` mirrors the Hydra group: None, "prefix", or {"name": "dllm", "kp": 50, ...}.
     `options` are the `generation.*` keys (gen_length, block_length, steps, threshold, ...).
+    `on_step(index, prefix_ids)`, if given, is called after each denoising step that grew prompt
+    `index`'s committed prefix (the decoded run from the first generated position, EOS included);
+    the last call per prompt carries its full `token_ids`. Used for streaming.
     """
     policy_cls, settings = resolve_cache(cache)
     options = {**policy_cls.default_options(settings, model.cfg.family), **options}
@@ -307,5 +340,7 @@ def generate(
         )
     with torch.inference_mode():
         request = _Request(model, opts, policy_cls, settings, prompt_ids, trace)
+        if on_step is not None:
+            request.prefix_hook = _PrefixReporter(on_step, len(prompt_ids))
         request.run()
         return request.result(prompt_ids)

@@ -1,0 +1,103 @@
+"""`unmask serve`: an OpenAI-compatible HTTP server for diffusion LMs.
+
+    unmask serve model=tiny cache=prefix generation.threshold=0.9 port=8000 max_batch=8
+
+Model, cache and generation overrides are those of `unmask eval` (unmask.config); the
+server's own settings are listed in SERVE_KEYS. Routes: POST /v1/chat/completions,
+POST /v1/completions, GET /v1/models, GET /health.
+"""
+
+from __future__ import annotations
+
+import sys
+
+SERVE_KEYS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "max_batch": int,  # requests per batch
+    "max_batch_tokens": int,  # canvas positions per batch: requests x (longest prompt + gen_length)
+    "max_queue": int,  # waiting requests before new ones get 503
+    "workers": int,  # batches denoised concurrently
+    "batch_wait_ms": float,  # how long the oldest request waits for batch companions
+    "log_level": str,
+}
+DEFAULTS = {
+    "host": "127.0.0.1",
+    "port": 8000,
+    "max_batch": 8,
+    "max_batch_tokens": 16384,
+    "max_queue": 64,
+    "workers": 2,
+    "batch_wait_ms": 5.0,
+    "log_level": "info",
+}
+# run-config keys that only mean something for evaluation runs
+EVAL_ONLY = ("dataset", "batch_size", "output_dir", "allow_code_execution")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+USAGE = """usage: unmask serve [model=...] [cache=NAME cache.KEY=VALUE ...] [generation.KEY=VALUE ...] [SETTING=VALUE ...]
+
+settings (defaults): """ + " ".join(f"{k}={v}" for k, v in DEFAULTS.items())
+
+
+def _settings(own: dict) -> dict:
+    settings = {**DEFAULTS, **own}
+    if not 1 <= settings["port"] <= 65535:
+        raise ValueError(f"port={settings['port']} must be in 1..65535")
+    for key in ("max_batch", "max_batch_tokens", "max_queue", "workers"):
+        if settings[key] < 1:
+            raise ValueError(f"{key}={settings[key]} must be >= 1")
+    if settings["batch_wait_ms"] < 0:
+        raise ValueError(f"batch_wait_ms={settings['batch_wait_ms']} must be >= 0")
+    if settings["log_level"] not in LOG_LEVELS:
+        raise ValueError(f"log_level={settings['log_level']!r}; valid choices: {list(LOG_LEVELS)}")
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, load the model and serve until interrupted; 2 on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    from ..config import load_model, resolve_config, split_overrides
+
+    try:
+        own, overrides = split_overrides(argv, SERVE_KEYS)
+        settings = _settings(own)
+        cfg = resolve_config(overrides)
+        unused = sorted(k for k in cfg.explicit if k.split(".")[0] in EVAL_ONLY)
+        if unused:
+            raise ValueError(f"{unused} only apply to evaluation runs, not to unmask serve")
+        model = load_model(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"unmask serve: error: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from .app import create_app
+    from .batcher import Batcher
+    from .prepare import ServeSettings
+
+    serve_settings = ServeSettings(model, overrides, cfg)
+    batcher = Batcher(
+        model,
+        max_batch=settings["max_batch"],
+        max_queue=settings["max_queue"],
+        max_batch_tokens=settings["max_batch_tokens"],
+        workers=settings["workers"],
+        batch_wait=settings["batch_wait_ms"] / 1000,
+    )
+    app = create_app(serve_settings, batcher)
+    print(
+        f"unmask serve: model '{serve_settings.name}' (cache={cfg.cache_name}) on "
+        f"http://{settings['host']}:{settings['port']}/v1",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=settings["host"], port=settings["port"], log_level=settings["log_level"])
+    return 0
+
+
+__all__ = ["main", "SERVE_KEYS"]

@@ -1,0 +1,167 @@
+"""The FastAPI application: OpenAI routes over the batcher.
+
+Bodies are parsed here rather than by FastAPI's validation so that every bad input,
+malformed JSON included, gets an OpenAI-style error body with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .answer import PrefixText, final_answer
+from .batcher import Batcher, Job, Outcome, QueueFull
+from .prepare import Prepared, ServeSettings, prepare
+from .schemas import APIError, ChatRequest, CompletionRequest, parse
+from .streaming import DONE, JobEvents, Responder, sse
+
+
+def failure(exc: BaseException) -> APIError:
+    """A failed generation as an API error: option problems are the client's, the rest ours."""
+    if isinstance(exc, QueueFull):
+        return APIError(503, f"the server is shutting down: {exc}", type="server_error", code="unavailable")
+    if isinstance(exc, ValueError):
+        return APIError(400, str(exc))
+    return APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error")
+
+
+def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
+    """The app; the batcher's workers run for the app's lifetime."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.close()
+
+    from .. import __version__
+
+    app = FastAPI(title="unmask", version=__version__, lifespan=lifespan)
+    started = int(time.time())
+    model = settings.model
+    card = {"id": settings.name, "object": "model", "created": started, "owned_by": "unmask"}
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return JSONResponse(APIError(exc.status_code, str(exc.detail), type=kind).body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(APIError(400, f"invalid request: {exc.errors()[:1]}").body(), status_code=400)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": settings.name, **batcher.stats()}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_card(model_id: str) -> dict:
+        if model_id != settings.name:
+            raise APIError(404, f"model '{model_id}' is not served here; this server serves '{settings.name}'",
+                           param="model", code="model_not_found")
+        return card
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(http: Request):
+        return await complete(http, ChatRequest, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(http: Request):
+        return await complete(http, CompletionRequest, chat=False)
+
+    async def complete(http: Request, kind: type, chat: bool):
+        raw = await http.body()
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise APIError(400, f"malformed JSON body: {exc}", code="invalid_json") from None
+        prepared = await run_in_threadpool(prepare, settings, parse(kind, body))
+        events = JobEvents(asyncio.get_running_loop())
+        job = Job(
+            input_ids=prepared.input_ids, cache=prepared.cache, options=prepared.options, key=prepared.key,
+            on_done=events.done, on_prefix=events.prefix if prepared.stream else None,
+        )
+        try:
+            batcher.submit(job)
+        except QueueFull as exc:
+            raise APIError(
+                503, f"the server is at capacity ({exc}); retry later", type="server_error", code="queue_full"
+            ) from None
+        responder = Responder(chat, settings.name)
+        if prepared.stream:
+            return StreamingResponse(
+                stream(job, events, prepared, responder),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            event, outcome = await events.next()
+            while event != "done":
+                event, outcome = await events.next()
+        except asyncio.CancelledError:
+            batcher.cancel(job)
+            raise
+        if isinstance(outcome, BaseException):
+            raise failure(outcome)
+        answer = final_answer(model.tokenizer, outcome.token_ids, model.special.stop_ids, prepared.max_tokens, prepared.stops)
+        usage = Responder.usage(len(prepared.input_ids), answer)
+        return JSONResponse(responder.response(answer, usage, metrics(outcome, prepared)))
+
+    async def stream(job: Job, events: JobEvents, prepared: Prepared, responder: Responder) -> AsyncIterator[str]:
+        text = PrefixText(model.tokenizer, model.special.stop_ids, prepared.max_tokens, prepared.stops)
+        try:
+            yield sse(responder.chunk(first=True))
+            while True:
+                event, payload = await events.next()
+                if event == "prefix":
+                    delta = text.update(payload)
+                    if delta:
+                        yield sse(responder.chunk(delta))
+                    continue
+                if isinstance(payload, BaseException):
+                    yield sse(failure(payload).body())
+                    break
+                answer = final_answer(
+                    model.tokenizer, payload.token_ids, model.special.stop_ids, prepared.max_tokens, prepared.stops
+                )
+                rest = text.finish(answer.text)
+                if rest is None:
+                    message = "the final answer does not extend the streamed text (the request was retried after a batch failure)"
+                    yield sse(APIError(500, message, type="server_error").body())
+                    break
+                if rest:
+                    yield sse(responder.chunk(rest))
+                last = responder.chunk(finish_reason=answer.finish_reason)
+                last["unmask"] = metrics(payload, prepared)
+                yield sse(last)
+                if prepared.include_usage:
+                    yield sse(responder.usage_chunk(Responder.usage(len(prepared.input_ids), answer)))
+                break
+            yield DONE
+        finally:
+            batcher.cancel(job)  # the client left early: drop the job if it has not started
+
+    return app
+
+
+def metrics(outcome: Outcome, prepared: Prepared) -> dict:
+    return Responder.metrics(outcome, prepared.options["gen_length"], prepared.cache)

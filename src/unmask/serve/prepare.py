@@ -1,0 +1,216 @@
+"""Turn a validated API request into engine inputs: prompt ids, cache spec and generate() options.
+
+The server's defaults are the run configuration of its command line (`unmask.config`), so
+`unmask serve cache=dllm generation.threshold=0.9` means what it means for `unmask eval`.
+A request that names another cache is resolved with the same command line, its cache
+swapped, so that method's own decoding defaults (and the per-task ones) apply as they would
+on the command line. Everything is validated here, before a request is queued, so bad input
+is a 400 and never reaches a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ..caches.base import resolve_cache
+from ..config import RunConfig, resolve_config
+from ..models.model import LoadedModel
+from ..options import GenerationOptions
+from .chat import chat_prompt
+from .schemas import APIError, ChatRequest, CompletionRequest
+
+# generate() options that standard request fields (or the endpoint) decide.
+FROM_STANDARD_FIELDS = ("gen_length", "temperature", "top_p", "seed", "chat")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_PLAIN = re.compile(r"[\w.\-]+")
+MAX_CACHED_CONFIGS = 64
+
+
+@dataclass
+class Prepared:
+    """One request, ready for the batcher."""
+
+    input_ids: list[int]
+    cache: dict | None
+    options: dict[str, Any]  # keyword options of unmask.generate, gen_length included
+    max_tokens: int  # the answer is cut here (gen_length is rounded up to whole blocks)
+    stops: list[str]
+    key: str  # requests with equal keys may share a batch
+    stream: bool
+    include_usage: bool
+
+
+def unmask_keys() -> list[str]:
+    """Keys the request's `unmask` object accepts: the cache plus every generation option the
+    standard fields do not already set."""
+    return ["cache"] + [k for k in GenerationOptions.names() if k not in FROM_STANDARD_FIELDS]
+
+
+class ServeSettings:
+    """The server-wide defaults, resolved once per cache method a request asks for."""
+
+    def __init__(self, model: LoadedModel, overrides: list[str], cfg: RunConfig | None = None):
+        self.model = model
+        self.cfg = cfg if cfg is not None else resolve_config(overrides)
+        self.name = str(self.cfg.model["name"])
+        self.default_max_tokens = int(self.cfg.generation["gen_length"])
+        self._overrides = [o for o in overrides if o.split("=", 1)[0].split(".")[0] != "cache"]
+        self._lock = threading.Lock()  # Hydra's compose state is process-wide
+        self._resolved: dict[str, tuple[dict | None, dict]] = {}
+
+    def defaults(self, cache_request: Any = ...) -> tuple[dict | None, dict[str, Any]]:
+        """(cache spec, generate options) for the server's cache (`...`) or a requested one."""
+        if cache_request is ...:
+            return self.cfg.cache, self._options(self.cfg)
+        overrides = _cache_overrides(cache_request)
+        key = json.dumps(overrides)
+        with self._lock:
+            if key not in self._resolved:
+                try:
+                    cfg = resolve_config(self._overrides + overrides)
+                except ValueError as exc:
+                    raise APIError(400, f"unmask.cache: {exc}", param="unmask.cache") from None
+                if len(self._resolved) >= MAX_CACHED_CONFIGS:
+                    self._resolved.pop(next(iter(self._resolved)))
+                self._resolved[key] = (cfg.cache, self._options(cfg))
+            cache, options = self._resolved[key]
+        return cache, dict(options)
+
+    @staticmethod
+    def _options(cfg: RunConfig) -> dict[str, Any]:
+        """The config's generation options minus what each request decides (length, chat, seed)
+        and minus values derived from the config's gen_length (steps)."""
+        options = {k: v for k, v in cfg.generation.items() if k not in FROM_STANDARD_FIELDS}
+        if "generation.steps" not in cfg.explicit:
+            options.pop("steps")
+        if {"seed", "generation.seed"} & cfg.explicit:
+            options["seed"] = cfg.generation["seed"]  # an operator-chosen seed is the default of every request
+        return options
+
+
+def _cache_overrides(cache: Any) -> list[str]:
+    """The request's cache as command-line overrides (cache=NAME cache.KEY=VALUE)."""
+    if cache is None or (isinstance(cache, str) and cache.lower() in ("null", "none")):
+        return ["cache=null"]
+    if isinstance(cache, str):
+        cache = {"name": cache}
+    if not isinstance(cache, dict) or "name" not in cache:
+        raise APIError(400, "unmask.cache must be null, a method name or an object with 'name'", param="unmask.cache")
+    out = []
+    for key, value in cache.items():
+        if not isinstance(key, str) or not _NAME.fullmatch(key):
+            raise APIError(400, f"unmask.cache: invalid parameter name {key!r}", param="unmask.cache")
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        elif isinstance(value, str) and _PLAIN.fullmatch(value):
+            text = value
+        else:
+            raise APIError(400, f"unmask.cache.{key}={value!r} must be a number, a boolean or a plain word", param="unmask.cache")
+        out.append(f"cache={text}" if key == "name" else f"cache.{key}={text}")
+    return sorted(out)
+
+
+def _prompt_ids(model: LoadedModel, request: ChatRequest | CompletionRequest) -> list[int]:
+    if isinstance(request, ChatRequest):
+        return model.tokenizer.encode(chat_prompt(model, request.messages))
+    prompt = request.prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        if len(prompt) != 1:
+            raise APIError(400, "one prompt per request (send concurrent requests; the server batches them)", param="prompt")
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        bos = [model.special.bos] if model.special.bos is not None else []
+        return bos + model.tokenizer.encode(prompt)
+    vocab = model.cfg.vocab_size
+    bad = [t for t in prompt if not 0 <= t < vocab or t == model.special.mask]
+    if bad:
+        raise APIError(400, f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab}) or the mask token", param="prompt")
+    return list(prompt)
+
+
+def _generation_keys(unmask: dict[str, Any]) -> dict[str, Any]:
+    valid = unmask_keys()
+    unknown = sorted(set(unmask) - set(valid))
+    if unknown:
+        raise APIError(400, f"unknown key(s) {unknown} in 'unmask'; valid keys: {valid}", param=f"unmask.{unknown[0]}")
+    return {k: v for k, v in unmask.items() if k != "cache"}
+
+
+def is_stochastic(opts: GenerationOptions) -> bool:
+    """Whether the answer depends on random draws (then a seed pins it)."""
+    return opts.temperature > 0 or opts.alg_temp > 0 or opts.alg in ("random", "origin")
+
+
+def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -> Prepared:
+    """Validate a parsed request against the model and defaults; APIError on anything unusable."""
+    model = settings.model
+    if request.model is not None and request.model != settings.name:
+        raise APIError(
+            404, f"model '{request.model}' is not served here; this server serves '{settings.name}'",
+            param="model", code="model_not_found",
+        )
+    unmask = dict(request.unmask or {})
+    generation = _generation_keys(unmask)
+    cache, options = settings.defaults(unmask["cache"]) if "cache" in unmask else settings.defaults()
+    options.update(generation)
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.top_p is not None:
+        options["top_p"] = None if request.top_p == 1 else request.top_p  # top_p=1 keeps every token
+    if request.seed is not None:
+        options["seed"] = request.seed
+
+    max_tokens = request.max_tokens
+    extra = getattr(request, "max_completion_tokens", None)
+    if extra is not None:
+        if max_tokens is not None and max_tokens != extra:
+            raise APIError(400, "max_tokens and max_completion_tokens disagree; send one", param="max_tokens")
+        max_tokens = extra
+    max_tokens = max_tokens or settings.default_max_tokens
+    block = options.get("block_length")
+    gen_length = max_tokens if block is None or block <= 0 else math.ceil(max_tokens / block) * block
+    options["gen_length"] = gen_length
+
+    try:
+        opts = GenerationOptions.build(model.cfg.family, **options)
+        policy_cls, cache_settings = resolve_cache(cache)
+        policy_cls(cache_settings, model.module, opts, model.special)  # its own checks (e.g. elastic's tau)
+    except (ValueError, TypeError) as exc:
+        raise APIError(400, str(exc), param="unmask") from None
+
+    ids = _prompt_ids(model, request)
+    limit = model.cfg.max_position
+    if not ids:
+        raise APIError(400, "the prompt is empty", param="prompt")
+    if len(ids) >= limit:
+        param = "messages" if isinstance(request, ChatRequest) else "prompt"
+        raise APIError(
+            400, f"the prompt has {len(ids)} tokens; the model's maximum length is {limit}",
+            param=param, code="context_length_exceeded",
+        )
+    if len(ids) + gen_length > limit:
+        raise APIError(
+            400,
+            f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}, canvas {gen_length} in whole blocks) exceeds the "
+            f"model's maximum length of {limit}; lower max_tokens to at most {limit - len(ids)}",
+            param="max_tokens", code="context_length_exceeded",
+        )
+
+    stochastic = is_stochastic(opts)
+    shared = {k: v for k, v in options.items() if stochastic or k != "seed"}  # greedy ignores the seed
+    key = json.dumps({"cache": cache, "options": shared}, sort_keys=True)
+    if stochastic and opts.seed is not None:
+        key += uuid.uuid4().hex  # a seeded sample runs alone: its answer must not depend on other traffic
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    return Prepared(
+        input_ids=ids, cache=cache, options=options, max_tokens=max_tokens, stops=request.stop_strings(),
+        key=key, stream=request.stream, include_usage=include_usage,
+    )

@@ -1,0 +1,430 @@
+"""`unmask serve`: a real server in a subprocess, spoken to with the `openai` client and httpx.
+
+References are computed in this process with `unmask.generate` on the bundled model, the
+same settings the server resolves from its command line (`cache=prefix
+generation.block_length=16`) and the request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+
+import httpx
+import pytest
+
+import unmask
+from unmask.serve.answer import PrefixText, final_answer
+from unmask.serve.batcher import Batcher, Job, Outcome, QueueFull
+from unmask.serve.chat import FORMATS, chat_prompt, conversation
+from unmask.serve.schemas import APIError, Message
+
+openai = pytest.importorskip("openai")
+
+SERVER_ARGS = ["cache=prefix", "generation.block_length=16", "max_batch=8", "workers=2", "batch_wait_ms=50"]
+REFERENCE = {"cache": "prefix", "block_length": 16}
+BUSY_ARGS = ["max_queue=1", "max_batch=1", "workers=1"]
+GEN = 32
+
+
+def _questions(n: int) -> list[str]:
+    path = resources.files("unmask") / "tasks" / "data" / "arith_eval.jsonl"
+    lines = path.read_text().splitlines()[:n]
+    return [json.loads(line)["question"] for line in lines]
+
+
+QUESTIONS = _questions(16)
+EOS_QUESTION = "Ivy starts with 20 flowers. Ivy uses 8 flowers for a project. How many more flowers does Ivy need to have 17 flowers?"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, args: list[str]):
+        self.port = _free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        code = "import sys; from unmask.serve import main; sys.exit(main(sys.argv[1:]))"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, f"port={self.port}", "log_level=warning", *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.proc.stdout.read()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not come up")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def client(self):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def servers():
+    main, busy = Server(SERVER_ARGS), Server(BUSY_ARGS)
+    try:
+        main.wait()
+        busy.wait()
+        yield main, busy
+    finally:
+        main.stop()
+        busy.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return unmask.load("tiny")
+
+
+def _reference(tiny, prompt: str, chat: bool = True, **options):
+    settings = {**REFERENCE, "gen_length": GEN, **options}
+    r = unmask.generate(tiny, prompts=[prompt], chat=chat, **settings)
+    reason = "stop" if r.answer_tokens[0] < settings["gen_length"] else "length"
+    return r, reason
+
+
+# -- the engine hook ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cache", [None, "prefix", "elastic"])
+def test_on_step_prefix_grows_and_ends_at_the_result(tiny, cache):
+    seen: dict[int, list[list[int]]] = {0: [], 1: []}
+    prompts = [QUESTIONS[0], EOS_QUESTION]
+    r = unmask.generate(tiny, prompts=prompts, cache=cache, gen_length=GEN, block_length=16,
+                        on_step=lambda i, ids: seen[i].append(list(ids)))
+    plain = unmask.generate(tiny, prompts=prompts, cache=cache, gen_length=GEN, block_length=16)
+    assert r.token_ids == plain.token_ids  # the hook only reads
+    for i in range(2):
+        calls = seen[i]
+        assert len(calls) > 1
+        assert all(len(a) < len(b) and b[: len(a)] == a for a, b in zip(calls, calls[1:]))
+        assert tiny.special.mask not in calls[-1]
+        assert calls[-1] == r.token_ids[i]
+
+
+# -- answers and streamed prefixes ----------------------------------------------------------------
+
+
+def test_prefix_text_adds_up_to_the_final_answer(tiny):
+    r = unmask.generate(tiny, prompts=[QUESTIONS[0]], gen_length=GEN, block_length=16)
+    ids = r.token_ids[0]
+    stop_ids = tiny.special.stop_ids
+    for max_tokens, stops in [(GEN, []), (20, []), (GEN, ["\n"]), (GEN, ["= 9", "zzz"])]:
+        final = final_answer(tiny.tokenizer, ids, stop_ids, max_tokens, stops)
+        text = PrefixText(tiny.tokenizer, stop_ids, max_tokens, stops)
+        streamed = "".join(text.update(ids[:k]) for k in range(1, len(ids) + 1))
+        assert final.text.startswith(streamed)
+        assert streamed + text.finish(final.text) == final.text
+    cut = final_answer(tiny.tokenizer, ids, stop_ids, GEN, ["\n"])
+    assert cut.finish_reason == "stop" and "\n" not in cut.text and r.texts[0].startswith(cut.text + "\n")
+    short = final_answer(tiny.tokenizer, ids, stop_ids, 20, [])
+    assert short.completion_tokens == 20 and short.finish_reason == "length"
+    assert short.text == tiny.tokenizer.decode(ids[:20])
+
+
+# -- chat template ---------------------------------------------------------------------------------
+
+
+def test_conversation_matches_single_turn_template_and_lays_out_turns(tiny, dream):
+    for model in (tiny, dream):
+        fmt = FORMATS[model.cfg.family]
+        assert conversation(fmt, [("user", "a b")]) == model.chat_template.format(content="a b")
+    msgs = [Message(role="system", content="s"), Message(role="user", content="q1"),
+            Message(role="assistant", content="a1"), Message(role="user", content=[{"type": "text", "text": "q2"}])]
+    assert chat_prompt(tiny, msgs) == (
+        "<|startoftext|><|start_header_id|>system<|end_header_id|>\n\ns<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nq1<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\na1<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nq2<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert chat_prompt(dream, msgs[1:]).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    with pytest.raises(APIError, match="last message"):
+        chat_prompt(tiny, msgs[:3])
+
+
+# -- the batcher ------------------------------------------------------------------------------------
+
+
+def _job(ids, key="k", **options):
+    box: list = []
+    job = Job(input_ids=ids, cache=None, options={"gen_length": 16, "block_length": 16, **options}, key=key,
+              on_done=box.append)
+    return job, box
+
+
+def _wait(boxes, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not all(boxes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(boxes)
+
+
+def test_batcher_bounds_its_queue_and_isolates_a_failing_request(tiny):
+    good = tiny.tokenizer.encode("Tom has 4 cars.")
+    alone = unmask.generate(tiny, input_ids=[good], gen_length=16, block_length=16).token_ids[0]
+    batcher = Batcher(tiny, max_batch=4, max_queue=2, workers=1, batch_wait=0)
+    (j1, b1), (j2, b2), (j3, _) = _job(good), _job([5, tiny.cfg.vocab_size + 7]), _job(good)
+    batcher.submit(j1)
+    batcher.submit(j2)  # an out-of-vocabulary id: fails inside the engine
+    with pytest.raises(QueueFull):
+        batcher.submit(j3)
+    assert batcher.stats()["queued"] == 2
+    batcher.start()  # both jobs share the key, so they form one batch, which fails and is rerun one by one
+    try:
+        _wait([b1, b2])
+    finally:
+        batcher.close()
+    assert isinstance(b1[0], Outcome) and b1[0].token_ids == alone and b1[0].batch_size == 1
+    assert isinstance(b2[0], Exception)
+
+
+def test_batcher_batches_equal_settings_only(tiny):
+    prompts = [tiny.tokenizer.encode(q) for q in QUESTIONS[:3]]
+    batcher = Batcher(tiny, max_batch=8, workers=1, batch_wait=0)
+    jobs = [_job(prompts[0]), _job(prompts[1]), _job(prompts[2], key="other", steps=8)]
+    for job, _ in jobs:
+        batcher.submit(job)
+    batcher.start()
+    try:
+        _wait([box for _, box in jobs])
+    finally:
+        batcher.close()
+    sizes = [box[0].batch_size for _, box in jobs]
+    assert sizes == [2, 2, 1]
+    for (job, box), p in zip(jobs, prompts):
+        alone = unmask.generate(tiny, input_ids=[p], **job.options).token_ids[0]
+        assert box[0].token_ids == alone
+
+
+# -- the HTTP server -----------------------------------------------------------------------------
+
+
+def test_chat_completion_equals_generate(server, tiny):
+    client = server.client()
+    reasons = set()
+    for question in (QUESTIONS[0], EOS_QUESTION):
+        resp = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}], max_tokens=GEN)
+        ref, reason = _reference(tiny, question)
+        assert resp.object == "chat.completion" and resp.model == "tiny"
+        assert resp.choices[0].message.role == "assistant"
+        assert resp.choices[0].message.content == ref.texts[0]
+        assert resp.choices[0].finish_reason == reason
+        assert resp.usage.prompt_tokens == len(ref.prompt_ids[0])
+        assert resp.usage.completion_tokens == min(ref.answer_tokens[0], GEN)
+        assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+        metrics = resp.model_extra["unmask"]
+        assert metrics["nfe"] == ref.nfe[0] and metrics["seconds"] > 0 and metrics["cache"] == "prefix"
+        reasons.add(reason)
+    assert reasons == {"stop", "length"}  # an EOS answer and one cut by max_tokens
+
+
+def test_per_request_dllm_settings_equal_generate(server, tiny):
+    client = server.client()
+    question = QUESTIONS[1]
+    cases = [
+        ({"cache": None}, {"cache": None}),
+        ({"cache": {"name": "dllm", "kp": 4}, "block_length": 8}, {"cache": {"name": "dllm", "kp": 4}, "block_length": 8}),
+        ({"threshold": 0.5}, {"threshold": 0.5}),
+        ({"steps": 16}, {"steps": 16}),
+    ]
+    for extra, options in cases:
+        resp = client.completions.create(model="tiny", prompt=question, max_tokens=GEN, extra_body={"unmask": extra})
+        ref, reason = _reference(tiny, question, chat=False, **options)
+        assert resp.choices[0].text == ref.texts[0], extra
+        assert resp.choices[0].finish_reason == reason
+        assert resp.model_extra["unmask"]["nfe"] == ref.nfe[0], extra
+
+
+def test_seeded_sampling_is_reproducible_and_equals_generate(server, tiny):
+    client = server.client()
+    question = QUESTIONS[4]
+    ask = lambda seed: client.completions.create(  # noqa: E731
+        model="tiny", prompt=question, max_tokens=GEN, temperature=1.0, seed=seed
+    ).choices[0].text
+    ref, _ = _reference(tiny, question, chat=False, temperature=1.0, seed=3)
+    greedy, _ = _reference(tiny, question, chat=False)
+    assert ask(3) == ask(3) == ref.texts[0] != greedy.texts[0]
+
+
+def test_max_tokens_off_the_block_grid_and_stop_strings(server, tiny):
+    client = server.client()
+    question = QUESTIONS[0]
+    resp = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}], max_tokens=20)
+    ref, _ = _reference(tiny, question)  # gen_length 32 = 20 rounded up to whole 16-token blocks
+    assert resp.choices[0].message.content == tiny.tokenizer.decode(ref.token_ids[0][:20])
+    assert resp.choices[0].finish_reason == "length" and resp.usage.completion_tokens == 20
+    assert resp.model_extra["unmask"]["gen_length"] == 32
+    resp = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}], max_tokens=GEN,
+                                          stop=["\n"])
+    assert resp.choices[0].message.content == ref.texts[0].split("\n")[0]
+    assert resp.choices[0].finish_reason == "stop"
+
+
+def _stream_text(chunks, chat: bool):
+    texts, reasons, extras = [], [], []
+    for chunk in chunks:
+        if not chunk.choices:
+            extras.append(chunk)
+            continue
+        choice = chunk.choices[0]
+        piece = choice.delta.content if chat else choice.text
+        if piece:
+            texts.append(piece)
+        if choice.finish_reason:
+            reasons.append((choice.finish_reason, chunk.model_extra.get("unmask")))
+    return texts, reasons, extras
+
+
+def test_streamed_chunks_reassemble_to_the_greedy_text(server):
+    client = server.client()
+    question = QUESTIONS[0]
+    plain = client.completions.create(model="tiny", prompt=question, max_tokens=GEN)
+    chunks = client.completions.create(model="tiny", prompt=question, max_tokens=GEN, stream=True,
+                                       stream_options={"include_usage": True})
+    texts, reasons, extras = _stream_text(chunks, chat=False)
+    assert plain.choices[0].text and "".join(texts) == plain.choices[0].text
+    assert len(texts) >= 2  # the prefix arrived in pieces, not only at the end
+    assert reasons == [(plain.choices[0].finish_reason, reasons[0][1])] and reasons[0][1]["nfe"] > 0
+    assert len(extras) == 1 and extras[0].usage.completion_tokens == plain.usage.completion_tokens
+
+    messages = [{"role": "user", "content": question}]
+    for stop in (None, ["\n"]):
+        plain = client.chat.completions.create(model="tiny", messages=messages, max_tokens=GEN, stop=stop)
+        chunks = client.chat.completions.create(model="tiny", messages=messages, max_tokens=GEN, stop=stop, stream=True)
+        texts, reasons, _ = _stream_text(chunks, chat=True)
+        assert "".join(texts) == plain.choices[0].message.content
+        assert [r for r, _ in reasons] == [plain.choices[0].finish_reason]
+
+
+def test_sse_framing_ends_with_done(server):
+    body = {"model": "tiny", "prompt": QUESTIONS[2], "max_tokens": GEN, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    last = json.loads(events[-2][len("data: "):])
+    assert last["choices"][0]["finish_reason"] in ("stop", "length") and last["object"] == "text_completion"
+
+
+def test_models_route(server):
+    client = server.client()
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert client.models.retrieve("tiny").owned_by == "unmask"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+
+
+def test_sixteen_parallel_requests_all_succeed_with_correct_outputs(server, tiny):
+    client = server.client()
+
+    def ask(question):
+        return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}], max_tokens=GEN)
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(ask, QUESTIONS))
+    for question, resp in zip(QUESTIONS, responses):
+        assert resp.choices[0].message.content == _reference(tiny, question)[0].texts[0]
+    assert max(r.model_extra["unmask"]["batch_size"] for r in responses) > 1  # they were batched
+
+
+def test_full_queue_answers_503_and_the_server_recovers(servers):
+    _, busy = servers
+    body = {"model": "tiny", "prompt": QUESTIONS[3], "max_tokens": 128}  # 128 steps: slow enough to pile up
+
+    def post(_):
+        return httpx.post(busy.url + "/v1/completions", json=body, timeout=120)
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(post, range(6)))
+    codes = sorted(r.status_code for r in responses)
+    assert 503 in codes and 200 in codes and set(codes) == {200, 503}
+    error = next(r for r in responses if r.status_code == 503).json()["error"]
+    assert error["code"] == "queue_full" and "max_queue=1" in error["message"]
+    assert httpx.get(busy.url + "/health").json()["status"] == "ok"
+    assert httpx.post(busy.url + "/v1/completions", json={**body, "max_tokens": 16}, timeout=60).status_code == 200
+
+
+LONG_PROMPT = " ".join(["7"] * 600)
+BAD = [
+    ("malformed json", b'{"model": "tiny", "prompt": "a', 400, None),
+    ("not an object", b"[1, 2]", 400, None),
+    ("unknown unmask key", {"prompt": "a", "unmask": {"bogus": 1}}, 400, "unmask.bogus"),
+    ("unknown cache", {"prompt": "a", "unmask": {"cache": "nope"}}, 400, "unmask.cache"),
+    ("bad cache parameter", {"prompt": "a", "unmask": {"cache": {"name": "dllm", "kq": 2}}}, 400, "unmask.cache"),
+    ("bad decoding option", {"prompt": "a", "unmask": {"threshold": 3}}, 400, "unmask"),
+    ("max_tokens beyond context", {"prompt": "a", "max_tokens": 600}, 400, "max_tokens"),
+    ("prompt does not fit", {"prompt": LONG_PROMPT, "max_tokens": 16}, 400, "prompt"),
+    ("unknown model", {"model": "gpt-4", "prompt": "a"}, 404, "model"),
+    ("n > 1", {"prompt": "a", "n": 2}, 400, "n"),
+    ("unknown field", {"prompt": "a", "frobnicate": True}, 400, "frobnicate"),
+    ("unsupported option", {"prompt": "a", "presence_penalty": 1.0}, 400, "presence_penalty"),
+    ("token id outside the vocabulary", {"prompt": [1, 99999]}, 400, "prompt"),
+    ("several prompts", {"prompt": ["a", "b"]}, 400, "prompt"),
+    ("chat without messages", {"chat": True}, 400, "messages"),
+    ("chat ending with the assistant", {"chat": True, "messages": [{"role": "assistant", "content": "x"}]}, 400, "messages"),
+]
+
+
+@pytest.mark.parametrize("name, body, status, param", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_an_openai_error_and_the_server_keeps_serving(server, name, body, status, param):
+    route = "/v1/completions"
+    if isinstance(body, dict) and body.pop("chat", False):
+        route = "/v1/chat/completions"
+    content = body if isinstance(body, bytes) else json.dumps({"max_tokens": 16, **body}).encode()
+    r = httpx.post(server.url + route, content=content, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert error["param"] == param
+    assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+def test_openai_client_sees_bad_requests_as_errors(server):
+    client = server.client()
+    with pytest.raises(openai.BadRequestError, match="n=1"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}], n=2)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "a"}])
+
+
+def test_command_line_errors_exit_2_before_loading(capsys):
+    from unmask.serve import main
+
+    assert main(["port=0"]) == 2
+    assert main(["cache=bogus"]) == 2
+    assert main(["dataset.limit=3"]) == 2
+    err = capsys.readouterr().err
+    assert "port=0" in err and "valid choices" in err and "evaluation runs" in err
