@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "cache", "generation")
@@ -474,3 +475,16 @@ def resolve_config(overrides: list[str]) -> RunConfig:
     _check_generation(generation, model["family"], cache_cls, cache)
     return RunConfig(model=model, cache=cache, generation=generation, dataset=dataset, explicit=explicit, **top)
 
+
+def command_main(name: str, usage: str, argv: list[str] | None, body: Callable[[list[str]], int | None]) -> int:
+    """The shell the override-driven subcommands share: `--help` prints `usage`; bad input exits 2
+    with a one-line message instead of a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage)
+        return 0
+    try:
+        return body(argv) or 0
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"unmask {name}: error: {exc}", file=sys.stderr)
+        return 2

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import metrics, records
-from .config import RunConfig, load_model, require_model_path, resolve_config, resolve_device
+from .config import RunConfig, command_main, load_model, require_model_path, resolve_config, resolve_device
 from .tasks.base import Sample, Task
 from .tasks.sandbox import ENV_OPT_IN as CODE_ENV  # UNMASK_ALLOW_CODE_EXECUTION
 
@@ -232,14 +232,9 @@ def _warn_single_cpu_launch(world: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`unmask eval` / `eval.py`: 0 on success, 2 on a configuration error (message on stderr)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
+
+    def run(words: list[str]) -> int:
+        evaluate(resolve_config(words))
         return 0
-    try:
-        cfg = resolve_config(argv)
-        evaluate(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"unmask eval: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return command_main("eval", USAGE, argv, run)

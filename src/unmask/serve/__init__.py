@@ -56,23 +56,21 @@ def _settings(own: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, load the model and serve until interrupted; 2 on bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    from ..config import command_main
+
+    return command_main("serve", USAGE, argv, _serve)
+
+
+def _serve(argv: list[str]) -> int:
     from ..config import load_model, resolve_config, split_overrides
 
-    try:
-        own, overrides = split_overrides(argv, SERVE_KEYS)
-        settings = _settings(own)
-        cfg = resolve_config(overrides)
-        unused = sorted(k for k in cfg.explicit if k.split(".")[0] in EVAL_ONLY)
-        if unused:
-            raise ValueError(f"{unused} only apply to evaluation runs, not to unmask serve")
-        model = load_model(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"unmask serve: error: {exc}", file=sys.stderr)
-        return 2
+    own, overrides = split_overrides(argv, SERVE_KEYS)
+    settings = _settings(own)
+    cfg = resolve_config(overrides)
+    unused = sorted(k for k in cfg.explicit if k.split(".")[0] in EVAL_ONLY)
+    if unused:
+        raise ValueError(f"{unused} only apply to evaluation runs, not to unmask serve")
+    model = load_model(cfg)
 
     import uvicorn
 
