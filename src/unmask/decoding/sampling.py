@@ -12,16 +12,16 @@ ALGS = LLADA_ALGS + DREAM_ALGS
 
 def llada_candidates(logits: Tensor, temperature: float, alg: str, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """x0 = argmax of Gumbel-perturbed logits (float64); confidence = softmax prob of x0, or uniform for `random`."""
+    logits64 = logits.double()  # exact for any float dtype, so the argmax is unchanged (and bf16 argmax is slow)
     if temperature > 0:
-        logits64 = logits.double()
         u = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
         x0 = torch.argmax(logits64.exp() / (-torch.log(u)) ** temperature, dim=-1)
     else:
-        x0 = torch.argmax(logits, dim=-1)
+        x0 = torch.argmax(logits64, dim=-1)
     if alg == "random":
         conf = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=generator)
     else:
-        probs = torch.softmax(logits.double(), dim=-1)
+        probs = torch.softmax(logits64, dim=-1)
         conf = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1)
     return x0, conf
 

@@ -23,8 +23,9 @@ from .state import CanvasState
 
 def _layer_with_branches(layer, x, cos, sin, kv, rows, key_mask):
     normed = layer.attn_norm(x)
-    k, v = kv.write(rows, layer.key(normed, cos, sin), layer.value(normed))
-    attn = layer.attend(layer.query(normed, cos, sin), k, v, key_mask)
+    q, k, v = layer.qkv(normed, cos, sin)
+    k, v = kv.write(rows, k, v)
+    attn = layer.attend(q, k, v, key_mask)
     h = x + attn
     ffn = layer.ffn(h)
     return h + ffn, attn, ffn

@@ -45,14 +45,16 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
     rows = plan.rows
     h = module.embed(rows.gather(state.canvas))
     refreshing = torch.full((b,), rows.span == (0, t), dtype=torch.bool, device=h.device)
+    share = float(rows.span == (0, t))  # fraction of sequences refreshing, kept on the host (no sync per layer)
     layer_rows, refreshed = [], []
     inputs = state.store.inputs
     cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)
 
     def widen(i: int, switch: Tensor) -> None:
-        nonlocal rows, h, cos, sin
+        nonlocal rows, h, cos, sin, share
         rows, h = _widen(state, rows, h, i, switch)
         refreshing.logical_or_(switch)
+        share = float(refreshing.float().mean())
         cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)
 
     for i, layer in enumerate(module.layers):
@@ -70,7 +72,16 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
             widen(i, switch & ~refreshing)
         h = out
         layer_rows.append(rows.size)
-        refreshed.append(float(refreshing.float().mean()))
-    source = _source_positions(module, plan.logit_positions.index)
-    picked = torch.gather(h, 1, rows.locate(source).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
-    return StepOutput(module.head(picked), layer_rows, refreshed)
+        refreshed.append(share)
+    return StepOutput(module.head(_pick(module, h, rows, plan.logit_positions)), layer_rows, refreshed)
+
+
+def _pick(module, h: Tensor, rows: Rows, logit_positions: Rows) -> Tensor:
+    """Hidden states [B, N, d] of the rows that predict `logit_positions` (a slice when both are spans)."""
+    if rows.span is not None and logit_positions.span is not None:
+        shift = 1 if module.cfg.shift_logits else 0
+        start, end = logit_positions.span[0] - shift, logit_positions.span[1] - shift
+        if start >= rows.span[0] and end <= rows.span[1]:
+            return h[:, start - rows.span[0] : end - rows.span[0]]
+    source = _source_positions(module, logit_positions.index)
+    return torch.gather(h, 1, rows.locate(source).unsqueeze(-1).expand(-1, -1, h.shape[-1]))

@@ -17,7 +17,8 @@ class LayerKV:
 
     def write(self, rows: Rows, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         if rows.span == (0, self.k.shape[2]):
-            self.k, self.v = k, v  # a full forward replaces the whole store: no copy needed
+            self.k.copy_(k)  # contiguous copies: attention over strided keys would copy every step
+            self.v.copy_(v)
         else:
             rows.scatter_(self.k, k, dim=2)
             rows.scatter_(self.v, v, dim=2)

@@ -31,34 +31,38 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        # torch's rms_norm is bit-identical to x * rsqrt(mean(x^2) + eps) and one kernel cheaper.
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 class RotaryTable(nn.Module):
-    """Precomputed float32 cos/sin for NeoX-style (rotate_half) rotary embeddings."""
+    """Precomputed float32 cos/sin for NeoX-style (rotate_half) rotary embeddings.
+
+    The sin table is stored signed (first half negated), so that `rotate_half(x) * sin` is
+    `roll(x, half) * signed_sin`: one roll instead of slicing, negating and concatenating.
+    """
 
     def __init__(self, head_dim: int, theta: float, max_position: int):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
         angles = torch.outer(torch.arange(max_position, dtype=torch.float64), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)
+        sign = torch.ones(head_dim, dtype=torch.float64)
+        sign[: head_dim // 2] = -1
         self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.register_buffer("sin", (angles.sin() * sign).float(), persistent=False)
 
     def lookup(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """cos/sin shaped [B, 1, R, D] for position ids [B, R]."""
+        """cos/signed sin shaped [B, 1, R, D] for position ids [B, R] (the pair `apply_rotary` takes)."""
         if positions.numel() and int(positions.max()) >= self.cos.shape[0]:
             raise ValueError(f"position {int(positions.max())} exceeds the model's maximum of {self.cos.shape[0]}")
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x * cos + rotate_half(x) * sin in float32, with `sin` the signed table of `RotaryTable`."""
     xf = x.float()
-    half = xf.shape[-1] // 2
-    rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
-    return (xf * cos + rotated * sin).to(x.dtype)
+    return torch.addcmul(xf * cos, xf.roll(xf.shape[-1] // 2, dims=-1), sin).to(x.dtype)
 
 
 class DecoderLayer(nn.Module):
@@ -79,6 +83,50 @@ class DecoderLayer(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, d, bias=False)
         # "sdpa" (fused kernel) or "eager" (explicit softmax(QK^T)V, the transformers spelling).
         self.attn_implementation = "sdpa"
+        self._stacks: dict[str, tuple[tuple, Tensor, Tensor | None]] = {}
+
+    # -- stacked projections (inference) -------------------------------------------
+    def _stacked(self, name: str, linears: tuple[nn.Linear, ...]) -> tuple[Tensor, Tensor | None]:
+        """The linears' weights (and biases) as one tensor, so one matmul replaces several.
+
+        Small row counts make every matmul call expensive relative to its work, so at inference
+        q/k/v and gate/up each run as one call. The linears' parameters are re-pointed to slices of
+        the stacked tensor, so it costs no extra memory (an 8B model does not grow by the size of
+        its projections) and in-place weight updates reach it directly. It is rebuilt only when a
+        parameter is replaced (its storage changes).
+        """
+        cached = self._stacks.get(name)
+        if cached is not None and cached[0] == tuple(lin.weight.data_ptr() for lin in linears):
+            return cached[1], cached[2]
+        # Outside inference mode, so the re-pointed parameters stay usable for training later.
+        with torch.inference_mode(False), torch.no_grad():
+            weight = torch.cat([lin.weight for lin in linears])
+            bias = torch.cat([lin.bias for lin in linears]) if linears[0].bias is not None else None
+            start = 0
+            for lin in linears:
+                end = start + lin.weight.shape[0]
+                lin.weight = nn.Parameter(weight[start:end], requires_grad=lin.weight.requires_grad)
+                if bias is not None:
+                    lin.bias = nn.Parameter(bias[start:end], requires_grad=lin.bias.requires_grad)
+                start = end
+        self._stacks[name] = (tuple(lin.weight.data_ptr() for lin in linears), weight, bias)
+        return weight, bias
+
+    def _use_stacks(self) -> bool:
+        """Stack only where no gradient flows to the weights (training keeps the plain graph)."""
+        return not (torch.is_grad_enabled() and self.q_proj.weight.requires_grad)
+
+    def qkv(self, normed: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated queries [B,H,R,D], rotated keys and values [B,Hkv,R,D] of the given rows."""
+        if not self._use_stacks():
+            return self.query(normed, cos, sin), self.key(normed, cos, sin), self.value(normed)
+        weight, bias = self._stacked("qkv", (self.q_proj, self.k_proj, self.v_proj))
+        b, r, _ = normed.shape
+        h, hkv = self.num_heads, self.num_kv_heads
+        qkv = F.linear(normed, weight, bias).view(b, r, h + 2 * hkv, self.head_dim)
+        # One rotation for queries and keys together, in the [B, R, heads, D] layout.
+        qk = apply_rotary(qkv[:, :, : h + hkv], cos.transpose(1, 2), sin.transpose(1, 2))
+        return qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), qkv[:, :, h + hkv :].transpose(1, 2)
 
     # -- pieces -----------------------------------------------------------------
     def _heads(self, x: Tensor, n: int) -> Tensor:
@@ -119,7 +167,11 @@ class DecoderLayer(nn.Module):
     def ffn(self, h: Tensor) -> Tensor:
         """FFN branch output (before the residual add)."""
         n = self.ffn_norm(h)
-        return self.down_proj(F.silu(self.gate_proj(n)) * self.up_proj(n))
+        if not self._use_stacks():
+            return self.down_proj(F.silu(self.gate_proj(n)) * self.up_proj(n))
+        weight, _ = self._stacked("gate_up", (self.gate_proj, self.up_proj))
+        gate, up = F.linear(n, weight).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
     # -- the rows primitive -------------------------------------------------------
     def forward(
@@ -137,7 +189,7 @@ class DecoderLayer(nn.Module):
         `prob_index` [B,P] selects computed rows whose attention probabilities are returned.
         """
         normed = self.attn_norm(x)
-        q, k, v = self.query(normed, cos, sin), self.key(normed, cos, sin), self.value(normed)
+        q, k, v = self.qkv(normed, cos, sin)
         if kv is not None:
             k, v = kv.write(rows, k, v)
         probs = None
