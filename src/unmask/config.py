@@ -36,8 +36,10 @@ CHECKPOINT_DIRS = {
 }
 MODELS_DIR_ENV = "UNMASK_MODELS_DIR"
 
-# dLLM-Cache's per-task (kp, kr) from the paper (algorithms.md section 3), used when not set.
+# dLLM-Cache's per-task (kp, kr) from the paper (algorithms.md section 3), used when not set;
+# the bundled arith task is GSM8K-shaped and takes GSM8K's values.
 DLLM_TASK_DEFAULTS = {
+    "arith": (50, 7),
     "gsm8k": (50, 7),
     "math-500": (50, 1),
     "mbpp": (100, 5),

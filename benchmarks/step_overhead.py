@@ -1,0 +1,75 @@
+"""Cost of a cached denoising step against the matrix-multiply time it contains, per dtype.
+
+    python benchmarks/step_overhead.py [--model tiny] [--gen-length 256] [--threads 0]
+
+The step is DualCache's (cache=prefix use_dual=true, threshold 0.9): after a block's refresh,
+each step recomputes the block's 32 rows. Step time = median wall time from one step's start
+to the next (forward, logits, selection, commit, policy events, stop checks). Matmul time = the
+same step's matmuls replayed alone (see _profiling.py). Target: ratio <= 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from _profiling import arith_prompt_ids, median, replay_seconds, step_matmuls, step_times
+
+import unmask
+from unmask.engine.allocator import keep_freed_memory
+
+DUAL = {"name": "prefix", "use_dual": True}
+
+
+def measure(model_name: str, dtypes: list[str], gen_length: int = 256, block_length: int = 32, runs: int = 3) -> list[dict]:
+    """One row per dtype: median cached-step time, its matmul time and their ratio, and the refresh step."""
+    opts = {"gen_length": gen_length, "block_length": block_length, "threshold": 0.9}
+    rows = []
+    for dtype_name in dtypes:
+        model = unmask.load(model_name, dtype=dtype_name)
+        prompts = arith_prompt_ids(model)
+        unmask.generate(model, input_ids=prompts, cache=DUAL, **opts)  # warm-up
+        cached, refresh = [], []
+        for _ in range(runs):
+            for s in step_times(model, prompts, DUAL, **opts):
+                (cached if s.block_step > 0 else refresh).append(s.seconds)
+        calls = step_matmuls(model, prompts, DUAL, lambda ctx: ctx.block_step == 1, **opts)
+        mm = replay_seconds(calls)
+        step = median(cached)
+        rows.append({
+            "dtype": dtype_name, "rows": block_length, "cached_step_ms": round(step * 1e3, 3), "matmul_ms": round(mm * 1e3, 3),
+            "ratio": round(step / mm, 2), "refresh_step_ms": round(median(refresh) * 1e3, 3),
+            "matmuls_per_step": len(calls), "cached_steps": len(cached),
+        })
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'dtype':9s} {'step ms':>8s} {'matmul ms':>10s} {'ratio':>6s} {'refresh ms':>11s} {'matmuls':>8s}"]
+    for r in rows:
+        lines.append(f"{r['dtype']:9s} {r['cached_step_ms']:8.3f} {r['matmul_ms']:10.3f} {r['ratio']:6.2f} "
+                     f"{r['refresh_step_ms']:11.3f} {r['matmuls_per_step']:8d}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--gen-length", type=int, default=256)
+    parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    keep_freed_memory()  # as unmask bench does: steady step times
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = measure(args.model, args.dtypes.split(","), args.gen_length, args.block_length, args.runs)
+    print(f"model={args.model} threads={torch.get_num_threads()} gen_length={args.gen_length} rows={args.block_length}")
+    print(format_rows(rows))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

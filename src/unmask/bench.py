@@ -1,0 +1,400 @@
+"""`unmask bench`: cache methods side by side on one model, one task, the same samples, one clock.
+
+Every method decodes every sample; the methods take turns sample by sample (interleaved), so a
+machine that slows down or speeds up during the run affects all of them alike, and each method
+runs one untimed warm-up first. The numbers come from the evaluation runner's records and
+`unmask.metrics` (one definition for `unmask eval` and `unmask bench`); the speedup of a method
+is the baseline's generation time over the method's, both from this run's records.
+
+By default the bench decodes the full canvas (`generation.stop_until_eos=false`): every method
+denoises all `gen_length` positions, EOS padding included, which is how the papers measure
+speedups. With `generation.stop_until_eos=true` a sequence stops once its answer is complete.
+The bench process keeps freed memory (`engine.allocator.keep_freed_memory`), so no method's
+steps pay page faults for re-mapped temporaries.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from . import metrics
+from .config import (
+    RunConfig,
+    command_main,
+    load_model,
+    require_model_path,
+    resolve_config,
+    resolve_device,
+    split_overrides,
+)
+from .engine.allocator import keep_freed_memory
+
+# Each method's paper defaults, as overrides on top of the user's (the user's value wins).
+# Parallel (threshold) decoding where the paper decodes that way: Fast-dLLM (prefix, dual) and
+# Elastic-Cache (threshold = its tau, set by the policy); dLLM-Cache and d2Cache decode one
+# token per step.
+METHODS: dict[str, list[str]] = {
+    "baseline": [],
+    "parallel": ["generation.threshold=0.9"],
+    "prefix": ["cache=prefix", "generation.threshold=0.9"],
+    "dual": ["cache=prefix", "cache.use_dual=true", "generation.threshold=0.9"],
+    "dllm": ["cache=dllm"],
+    "d2cache": ["cache=d2cache"],
+    "elastic": ["cache=elastic"],
+}
+OWN_KEYS: dict[str, type] = {"methods": list, "lengths": list, "trace": bool, "trace_methods": list, "threads": int}
+DEFAULT_LIMIT = 10
+CSV_COLUMNS = (
+    "method", "cache", "gen_length", "samples", "accuracy", "tokens_per_second", "speedup", "latency_seconds",
+    "nfe", "tokens_per_forward", "refresh_fraction", "row_fraction", "peak_memory_mb", "answer_tokens",
+    "generation_seconds",
+)
+USAGE = f"""usage: unmask bench [methods=a,b,...] [lengths=L1,L2,...] [trace=true|false] [trace_methods=a,b] [threads=N]
+                    [key=value ...]
+
+Runs cache methods side by side on the same samples (interleaved, warm-up first) and writes
+results.csv, results.json, pareto.png, speedup_vs_length.png and trace.png to output_dir.
+  methods=       {",".join(METHODS)} (default: all, each with its paper defaults)
+  lengths=       generation lengths for speedup_vs_length.png, one run each (default: generation.gen_length)
+  trace=         draw trace.png for one sample (default true); trace_methods= the two methods (default: two cache methods)
+  threads=       torch CPU threads (default: torch's)
+Other overrides as in unmask eval: model=tiny model.dtype=bfloat16 dataset.name=arith dataset.limit=20
+generation.gen_length=256 ... (dataset.limit defaults to {DEFAULT_LIMIT} here). The full canvas is decoded
+(generation.stop_until_eos=false) unless you set generation.stop_until_eos=true."""
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def _key(item: str) -> str:
+    return item.split("=", 1)[0].strip()
+
+
+def method_overrides(method: str, user: list[str]) -> list[str]:
+    """The method's paper defaults merged with the user's overrides (the user's win, key by key)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} in methods=; valid: {','.join(METHODS)}")
+    mine = {_key(o): o for o in METHODS[method]}
+    theirs = {_key(o): o for o in user}
+    return list({**mine, **theirs}.values())
+
+
+def check_user_overrides(user: list[str]) -> None:
+    for item in user:
+        key = _key(item)
+        if key == "cache" or key.startswith("cache."):
+            raise ValueError(
+                f"'{item}': the bench sets each method's cache itself; choose methods with methods={','.join(METHODS)}"
+            )
+
+
+def resolve_methods(methods: list[str], user: list[str]) -> dict[str, RunConfig]:
+    """One resolved config per method; every config is checked before any model loads."""
+    if not methods:
+        raise ValueError(f"methods= is empty; valid: {','.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods={','.join(methods)} lists a method twice")
+    check_user_overrides(user)
+    if not any(_key(o) == "dataset.limit" for o in user):
+        user = [*user, f"dataset.limit={DEFAULT_LIMIT}"]
+    cfgs = {m: resolve_config(method_overrides(m, user)) for m in methods}
+    first = next(iter(cfgs.values()))
+    for name, cfg in cfgs.items():
+        if (cfg.model, cfg.dataset, cfg.batch_size) != (first.model, first.dataset, first.batch_size):
+            raise ValueError(f"method {name} resolved to another model, dataset or batch size than the others")
+    return cfgs
+
+
+def with_length(user: list[str], length: int) -> list[str]:
+    return [o for o in user if _key(o) != "generation.gen_length"] + [f"generation.gen_length={length}"]
+
+
+def parse_lengths(values: list[str] | None) -> list[int]:
+    out = []
+    for v in values or []:
+        try:
+            n = int(v)
+        except ValueError:
+            raise ValueError(f"lengths={','.join(values)}: {v!r} is not an integer") from None
+        if n < 1:
+            raise ValueError(f"lengths=: {n} must be >= 1")
+        out.append(n)
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def run_interleaved(
+    model,
+    task,
+    samples: list,
+    cfgs: dict[str, RunConfig],
+    batch_size: int,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, list[dict]]:
+    """Records per method; per batch of samples every method runs once, in turn (warm-up on the first)."""
+    import torch
+
+    from .evaluation import run_samples
+
+    records: dict[str, list[dict]] = {m: [] for m in cfgs}
+    for i, start in enumerate(range(0, len(samples), batch_size)):
+        chunk = samples[start : start + batch_size]
+        for method, cfg in cfgs.items():
+            if model.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(model.device)
+            records[method] += run_samples(model, task, chunk, cfg.cache, cfg.generation, batch_size, warmup=i == 0)
+            if on_progress is not None:
+                on_progress(method)
+    return records
+
+
+def summary_rows(records: dict[str, list[dict]], cfgs: dict[str, RunConfig]) -> list[dict]:
+    """One row per method: metrics.summarize plus the speedup over the baseline's generation time."""
+    base = records.get("baseline")
+    base_seconds = metrics.summarize(base)["generation_seconds"] if base else None
+    rows = []
+    for method, recs in records.items():
+        s = metrics.summarize(recs)
+        seconds = s["generation_seconds"]
+        speedup = base_seconds / seconds if base_seconds and seconds else None
+        rows.append({
+            "method": method,
+            "cache": cfgs[method].cache_name + ("-dual" if (cfgs[method].cache or {}).get("use_dual") else ""),
+            "gen_length": cfgs[method].generation["gen_length"],
+            **s,
+            "speedup": speedup,
+        })
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def _cell(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f}"
+    if kind == "x":
+        return f"{value:.2f}x"
+    if kind == "int":
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+TABLE = (
+    ("method", "method", "str"), ("acc %", "accuracy", "pct"), ("tok/s", "tokens_per_second", "num"),
+    ("speedup", "speedup", "x"), ("latency s", "latency_seconds", "num"), ("NFE", "nfe", "num"),
+    ("tok/fwd", "tokens_per_forward", "num"), ("refresh", "refresh_fraction", "num"), ("peak MB", "peak_memory_mb", "int"),
+)
+
+
+def format_table(rows: list[dict], header: str) -> str:
+    cells = [[h for h, _, _ in TABLE]]
+    for r in rows:
+        cells.append([str(r[k]) if kind == "str" else _cell(r.get(k), kind) for _, k, kind in TABLE])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE))]
+    lines = [header]
+    for j, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def header_text(cfg: RunConfig, n: int, info: dict) -> str:
+    gen = cfg.generation
+    canvas = (
+        "full canvas decoded (stop_until_eos=false, as the papers measure)"
+        if not gen.get("stop_until_eos")
+        else "each sequence stops at its answer's end (stop_until_eos=true)"
+    )
+    return (
+        f"unmask bench: model={cfg.model['name']} dtype={cfg.model['dtype']} task={cfg.dataset['name']} samples={n} "
+        f"batch_size={cfg.batch_size} gen_length={gen['gen_length']} block_length={gen['block_length']}; {canvas}\n"
+        f"machine: {info['cpu']} ({info['cpu_count']} CPUs, torch {info['torch']}, {info['torch_threads']} threads"
+        f"{', ' + info['gpu'] if 'gpu' in info else ''}{', freed memory kept' if info.get('keep_freed_memory') else ''}); "
+        "speedup = baseline seconds / method seconds; "
+        + ("peak MB = CUDA max allocated per method" if str(info.get("device", "cpu")).startswith("cuda")
+           else "peak MB = process peak RSS (grows over the run, not per method)")
+    )
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+
+
+def default_output_dir(cfg: RunConfig) -> str:
+    model = str(cfg.model["name"]).replace(os.sep, "_")
+    name = f"{cfg.dataset['name']}-{model}-{cfg.model['dtype']}-gen{cfg.generation['gen_length']}"
+    return str(Path("outputs") / "bench" / name)
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def run_bench(
+    user: list[str],
+    methods: list[str] | None = None,
+    lengths: list[int] | None = None,
+    trace: bool = True,
+    trace_methods: list[str] | None = None,
+    show_progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Run the bench and write its files; returns what results.json holds.
+
+    `user` are the eval-style overrides; `command` is recorded in results.json as given."""
+    import torch
+    from tqdm import tqdm
+
+    from . import plots
+    from .evaluation import check_code_execution, select_samples
+    from .generate import generate
+    from .tasks.registry import TASKS, get_task
+
+    methods = list(methods or METHODS)
+    cfgs = resolve_methods(methods, user)
+    first = next(iter(cfgs.values()))
+    main_length = int(first.generation["gen_length"])
+    lengths = sorted(set(lengths or [main_length]))
+    per_length = {main_length: cfgs}
+    for length in lengths:
+        if length != main_length:
+            per_length[length] = resolve_methods(methods, with_length(user, length))
+    if not trace_methods:  # default: two cache methods (their refresh patterns differ), else whatever runs
+        cached = [m for m in methods if cfgs[m].cache is not None]
+        trace_methods = (cached + [m for m in methods if m not in cached])[:2]
+    unknown = [m for m in trace_methods if m not in cfgs]
+    if trace and unknown:
+        raise ValueError(f"trace_methods={','.join(trace_methods)}: {unknown} not among methods={','.join(methods)}")
+
+    check_code_execution(first, TASKS[first.dataset["name"]])
+    require_model_path(first)
+    kept = keep_freed_memory()  # steady step times: no page faults from re-mapping freed temporaries
+    data = first.dataset
+    task = get_task(data["name"], n_shot=data["n_shot"], path=data["path"], split=data["split"])
+    samples = select_samples(task, first.dataset["limit"])
+    if not samples:
+        raise ValueError(f"dataset.name={first.dataset['name']} has no samples")
+    torch.manual_seed(first.seed)
+    model = load_model(first, device=resolve_device(first.model["device"]))
+    too_long = [length for length in lengths if length >= model.cfg.max_position]
+    if too_long:
+        raise ValueError(f"lengths {too_long} do not fit the model's maximum length of {model.cfg.max_position} positions")
+
+    info = {**machine(), "device": str(model.device), "keep_freed_memory": kept}
+    out = Path(first.output_dir or default_output_dir(first))
+    out.mkdir(parents=True, exist_ok=True)
+    batches = -(-len(samples) // first.batch_size)
+    total = batches * len(methods) * len(per_length)
+    bar = tqdm(total=total, desc="unmask bench", disable=not show_progress, file=sys.stderr)
+
+    results: dict[int, dict[str, list[dict]]] = {}
+    for length in [main_length] + [x for x in lengths if x != main_length]:
+        bar.set_description(f"unmask bench gen_length={length}")
+
+        def progress(method: str) -> None:
+            bar.set_postfix(done=method, refresh=False)
+            bar.update(1)
+
+        results[length] = run_interleaved(model, task, samples, per_length[length], first.batch_size, progress)
+    bar.close()
+
+    rows = summary_rows(results[main_length], cfgs)
+    speedups = {m: {} for m in methods}
+    for length, recs in results.items():
+        for r in summary_rows(recs, per_length[length]):
+            speedups[r["method"]][length] = r["speedup"]
+    header = header_text(first, len(samples), info)
+    table = format_table(rows, header)
+    print(table)
+
+    write_csv(rows, out / "results.csv")
+    label = f"{first.model['name']} {first.model['dtype']}, {first.dataset['name']} x{len(samples)}"
+    plots.pareto(rows, out / "pareto.png", title=f"accuracy vs tokens/s ({label}, gen_length {main_length})")
+    plots.speedup_vs_length(
+        {m: s for m, s in speedups.items() if m != "baseline"}, out / "speedup_vs_length.png",
+        title=f"speedup over baseline ({label})",
+    )
+    traced = {}
+    if trace:
+        for m in trace_methods:
+            cfg = cfgs[m]
+            r = generate(model, prompts=[samples[0].prompt], cache=cfg.cache, trace=True, **cfg.generation)
+            traced[m] = r.trace
+            canvas_rows = len(r.prompt_ids[0]) + main_length
+        title = f"decode trace, sample {samples[0].id}"
+        plots.decode_trace(traced, main_length, canvas_rows, out / "trace.png", title=title)
+    payload = {
+        "header": header,
+        "machine": info,
+        "command": command or "unmask bench " + " ".join(_command_parts(methods, lengths, trace, trace_methods, user)),
+        "methods": rows,
+        "speedup_vs_length": {m: {str(k): v for k, v in s.items()} for m, s in speedups.items()},
+        "trace_methods": list(traced),
+        "configs": {m: cfg.to_dict() for m, cfg in cfgs.items()},
+        "records": {str(length): recs for length, recs in results.items()},
+        "output_dir": str(out),
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    print(f"wrote {out}/results.csv, results.json, pareto.png, speedup_vs_length.png{', trace.png' if trace else ''}")
+    return payload
+
+
+def _command_parts(methods, lengths, trace, trace_methods, user) -> list[str]:
+    return [f"methods={','.join(methods)}", f"lengths={','.join(map(str, lengths))}", f"trace={str(trace).lower()}",
+            *([f"trace_methods={','.join(trace_methods)}"] if trace else []), *user]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`unmask bench`: 0 on success, 2 on a configuration error (message on stderr)."""
+    return command_main("bench", USAGE, argv, _bench)
+
+
+def _bench(argv: list[str]) -> int:
+    own, rest = split_overrides(argv, OWN_KEYS)
+    if "threads" in own:
+        import torch
+
+        if own["threads"] < 1:
+            raise ValueError(f"threads={own['threads']} must be >= 1")
+        torch.set_num_threads(own["threads"])
+    run_bench(
+        rest,
+        methods=own.get("methods"),
+        lengths=parse_lengths(own.get("lengths")),
+        trace=own.get("trace", True),
+        trace_methods=own.get("trace_methods"),
+        command="unmask bench " + " ".join(argv),
+    )
+    return 0

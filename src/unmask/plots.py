@@ -1,0 +1,131 @@
+"""Pictures for `unmask bench`: the accuracy/speed Pareto plot, speedup against generation length,
+and a decode trace (when each position was committed, which layers each step recomputed).
+
+Figures are built on matplotlib's object API with the Agg canvas, never pyplot, so plotting keeps
+no global state and needs no display.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+from .generate import StepTrace
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """Accuracy (%) against tokens/s (log scale), one labelled point per method.
+
+    `rows` carry `method`, `accuracy` (0..1) and `tokens_per_second`; rows without a speed are skipped.
+    """
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    points = [r for r in rows if r.get("tokens_per_second") and r.get("accuracy") is not None]
+    placed: list[tuple[float, float]] = []
+    for i, r in enumerate(points):
+        x, y = float(r["tokens_per_second"]), 100 * float(r["accuracy"])
+        ax.scatter([x], [y], s=42, color=f"C{i % 10}", zorder=3)
+        # Labels of points close together (same accuracy, similar speed) go on alternating sides.
+        crowded = sum(abs(math.log10(x / px)) < 0.15 and abs(y - py) < 2.5 for px, py in placed)
+        placed.append((x, y))
+        offset = (5, 5) if crowded % 2 == 0 else (5, -12 - 6 * (crowded // 2))
+        ax.annotate(str(r["method"]), (x, y), textcoords="offset points", xytext=offset, fontsize=9)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel("tokens / s (log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    if points:
+        xs = [float(r["tokens_per_second"]) for r in points]
+        ys = [100 * float(r["accuracy"]) for r in points]
+        ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+        ax.set_ylim(max(0.0, min(ys) - 5), min(100.0, max(ys) + 5) if max(ys) + 5 > 10 else 10.0)
+    ax.set_title(title or "accuracy vs speed", fontsize=10)
+    return _save(fig, path)
+
+
+def speedup_vs_length(series: dict[str, dict[int, float | None]], path: str | Path, title: str = "") -> Path:
+    """Speedup over the baseline per method (one line each) against generation length."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    lengths = sorted({int(length) for points in series.values() for length in points})
+    for i, (method, points) in enumerate(series.items()):
+        pairs = sorted((int(k), float(v)) for k, v in points.items() if v is not None and math.isfinite(float(v)))
+        if not pairs:
+            continue
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o", color=f"C{i % 10}", label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths or [1])
+    ax.set_xticklabels([str(length) for length in lengths] or [""])
+    ax.minorticks_off()
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel("generation length (tokens)")
+    ax.set_ylabel("speedup over baseline (x, log scale)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    ax.set_title(title or "speedup vs generation length", fontsize=10)
+    return _save(fig, path)
+
+
+def decode_trace(
+    traces: dict[str, list[StepTrace]], gen_length: int, canvas_rows: int, path: str | Path, title: str = ""
+) -> Path:
+    """For one sample, per method side by side: the commit order and the per-layer recompute pattern.
+
+    Top: each committed position (y, generation offset) at the step (x) that committed it.
+    Bottom: per step (x) and layer (y), the share of canvas rows the layer recomputed
+    (`layer_rows / canvas_rows`); layers that refreshed every row are the brightest cells.
+    `traces` maps a method name to `GenerationResult.trace` (sequence 0 is drawn).
+    """
+    import numpy as np
+
+    names = list(traces)
+    fig = Figure(figsize=(5.2 * max(1, len(names)), 7.2))
+    axes = fig.subplots(2, max(1, len(names)), squeeze=False, gridspec_kw={"height_ratios": [3, 1.4]})
+    image = None
+    for col, name in enumerate(names):
+        steps = traces[name]
+        xs = [i for i, s in enumerate(steps) for _ in s.committed[0]]
+        ys = [off for s in steps for off in s.committed[0]]
+        top, bottom = axes[0][col], axes[1][col]
+        top.scatter(xs, ys, s=6, color=f"C{col}")
+        top.set_ylim(-1, gen_length)
+        top.invert_yaxis()
+        top.set_xlim(-0.5, max(1, len(steps)) - 0.5)
+        top.set_title(f"{name}: {len(steps)} steps", fontsize=10)
+        top.set_ylabel("generated position")
+        top.grid(True, alpha=0.3)
+        layers = len(steps[0].layer_rows) if steps else 1
+        share = np.zeros((layers, max(1, len(steps))))
+        for i, s in enumerate(steps):
+            for layer, rows in enumerate(s.layer_rows):
+                share[layer, i] = min(1.0, rows / max(1, canvas_rows))
+        image = bottom.imshow(share, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+        refreshed = [sum(s.refreshed) / max(1, len(s.refreshed)) for s in steps]
+        fraction = sum(refreshed) / len(refreshed) if refreshed else 0.0
+        bottom.set_xlabel(f"denoising step  (refresh fraction {fraction:.2f})")
+        bottom.set_ylabel("layer")
+        bottom.set_xlim(top.get_xlim())
+    if image is not None:
+        fig.colorbar(image, ax=[axes[1][c] for c in range(len(names))], label="rows recomputed (share)", shrink=0.9)
+    fig.suptitle(title or "decode trace", fontsize=11)
+    return _save(fig, path)

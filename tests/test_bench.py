@@ -1,0 +1,192 @@
+"""`unmask bench` on the bundled model: files, columns, the speedup definition, plots and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import unmask
+from unmask import bench, plots
+from unmask.generate import StepTrace
+
+RUN = ["methods=baseline,dual", "dataset.limit=2", "generation.gen_length=32", "threads=1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    """`threads=` sets torch's process-wide thread count; put it back for the other test files."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    code = bench.main([*RUN, f"output_dir={out}"])
+    assert code == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_bench_writes_table_csv_json_and_plots(bench_run, capsys):
+    out, payload = bench_run
+    for name in ("results.csv", "results.json", "pareto.png", "speedup_vs_length.png", "trace.png"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("pareto.png", "speedup_vs_length.png", "trace.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (out / "results.csv").open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == bench.CSV_COLUMNS
+    assert [r["method"] for r in rows] == ["baseline", "dual"]
+    assert [r["cache"] for r in rows] == ["null", "prefix-dual"]
+    assert all(r["samples"] == "2" and r["gen_length"] == "32" for r in rows)
+    assert "full canvas decoded (stop_until_eos=false" in payload["header"]
+    assert payload["trace_methods"] == ["dual", "baseline"]  # cache methods first
+    # Both methods saw the same samples, interleaved.
+    recs = payload["records"]["32"]
+    assert [r["id"] for r in recs["baseline"]] == [r["id"] for r in recs["dual"]]
+    assert len(recs["baseline"]) == 2
+    # Methods got their own decoding: the dual rows carry the cache and threshold, baseline none.
+    assert payload["configs"]["dual"]["cache"]["use_dual"] is True
+    assert payload["configs"]["dual"]["generation"]["threshold"] == 0.9
+    assert payload["configs"]["baseline"]["cache"] is None
+    assert payload["configs"]["baseline"]["generation"]["threshold"] is None
+
+
+def test_speedup_is_baseline_seconds_over_method_seconds_from_records(bench_run):
+    out, payload = bench_run
+
+    def seconds(records):  # one wall time per generate call (batch), as recorded
+        per_batch = {}
+        for r in records:
+            per_batch.setdefault(r["batch"], r["batch_seconds"])
+        return sum(per_batch.values())
+
+    recs = payload["records"]["32"]
+    expected = seconds(recs["baseline"]) / seconds(recs["dual"])
+    rows = {r["method"]: r for r in payload["methods"]}
+    assert rows["dual"]["speedup"] == pytest.approx(expected, rel=1e-12)
+    assert rows["baseline"]["speedup"] == pytest.approx(1.0)
+    with (out / "results.csv").open() as f:
+        csv_rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(csv_rows["dual"]["speedup"]) == pytest.approx(expected, rel=1e-9)
+    # Tokens/s is answer tokens over the same seconds.
+    tokens = sum(r["tokens"] for r in recs["dual"])
+    assert rows["dual"]["tokens_per_second"] == pytest.approx(tokens / seconds(recs["dual"]))
+    assert payload["speedup_vs_length"]["dual"]["32"] == pytest.approx(expected)
+
+
+def test_table_is_printed_with_every_column(tmp_path, capsys):
+    code = bench.main(["methods=baseline,parallel", "dataset.limit=1", "generation.gen_length=32", "trace=false",
+                       "threads=1", f"output_dir={tmp_path}"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for column in ("acc %", "tok/s", "speedup", "latency s", "NFE", "tok/fwd", "refresh", "peak MB"):
+        assert column in printed
+    assert "parallel" in printed and "baseline" in printed
+    assert not (tmp_path / "trace.png").exists()
+
+
+def test_method_defaults_merge_with_user_overrides():
+    merged = bench.method_overrides("dual", ["generation.threshold=0.8", "dataset.limit=3"])
+    assert "generation.threshold=0.8" in merged and "generation.threshold=0.9" not in merged
+    assert "cache.use_dual=true" in merged and "dataset.limit=3" in merged
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["methods=baseline,nope"], "unknown method 'nope'"),
+        (["methods=baseline,baseline"], "twice"),
+        (["cache=prefix"], "sets each method's cache itself"),
+        (["lengths=32,x"], "not an integer"),
+        (["methods=baseline,dual", "trace_methods=elastic"], "not among methods"),
+        (["generation.gen_length=33"], "multiple of generation.block_length"),
+    ],
+)
+def test_bad_input_fails_before_running(args, message, tmp_path, capsys):
+    assert bench.main([*args, f"output_dir={tmp_path / 'out'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_decode_trace_plot_from_synthetic_traces(tmp_path):
+    steps = [StepTrace(committed=[[i]], layer_rows=[40 if i == 0 else 8] * 2, refreshed=[float(i == 0)] * 2) for i in range(8)]
+    path = plots.decode_trace({"a": steps, "b": steps[:4]}, gen_length=8, canvas_rows=40, path=tmp_path / "t.png")
+    assert path.stat().st_size > 0
+    series = {"dual": {256: 12.0, 512: 20.0}, "prefix": {256: 8.0, 512: None}}
+    assert plots.speedup_vs_length(series, tmp_path / "s.png").stat().st_size > 0
+    rows = [{"method": "baseline", "accuracy": 0.5, "tokens_per_second": 10.0}, {"method": "dual", "accuracy": 0.49, "tokens_per_second": 150.0}]
+    assert plots.pareto(rows, tmp_path / "p.png").stat().st_size > 0
+
+
+# -- engine speed changes keep results --------------------------------------------------------------
+
+
+def test_stacked_projections_match_separate_ones_and_follow_weight_updates():
+    """Inference runs q/k/v and gate/up as one matmul each; it must equal the separate projections
+    (the training path) and be rebuilt when a weight changes in place."""
+    model = unmask.load("tiny")
+    layer = model.module.layers[1]
+    x = torch.randn(1, 7, model.cfg.hidden_size, generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(3, 10).unsqueeze(0)
+    cos, sin = model.module.rotary.lookup(positions)
+
+    def plain():
+        with torch.enable_grad():
+            for p in layer.parameters():
+                p.requires_grad_(True)
+            try:
+                normed = layer.attn_norm(x)
+                out = (layer.query(normed, cos, sin), layer.key(normed, cos, sin), layer.value(normed), layer.ffn(x))
+                return tuple(t.detach() for t in out)
+            finally:
+                for p in layer.parameters():
+                    p.requires_grad_(False)
+
+    def stacked():
+        with torch.inference_mode():
+            normed = layer.attn_norm(x)
+            return (*layer.qkv(normed, cos, sin), layer.ffn(x))
+
+    for a, b in zip(plain(), stacked()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        layer.k_proj.weight.mul_(-2.0)
+        layer.up_proj.weight.add_(0.5)
+    for a, b in zip(plain(), stacked()):  # the stacked copies saw the in-place updates
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_rotary_matches_rotate_half_definition():
+    """apply_rotary with the signed sin table equals x*cos + rotate_half(x)*sin (the LLaMA/NeoX rule)."""
+    from unmask.models.layers import RotaryTable, apply_rotary
+
+    table = RotaryTable(head_dim=8, theta=10000.0, max_position=32)
+    positions = torch.tensor([[0, 5, 31]])
+    x = torch.randn(1, 2, 3, 8, dtype=torch.float64).float()
+    inv = 1.0 / (10000.0 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8))
+    ang = positions[0, :, None].double() * inv
+    ang = torch.cat([ang, ang], -1)
+    rotate_half = torch.cat([-x[..., 4:], x[..., :4]], -1).double()
+    expected = x.double() * ang.cos() + rotate_half * ang.sin()
+    cos, sin = table.lookup(positions)
+    torch.testing.assert_close(apply_rotary(x, cos, sin).double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_projections_share_the_parameters_storage():
+    """Stacking re-points q/k/v and gate/up to slices of one tensor: no second copy of the weights."""
+    model = unmask.load("tiny")
+    before = sum(p.numel() for p in model.module.parameters())
+    unmask.generate(model, prompts=["Mia has 3 apples."], gen_length=32)
+    layer = model.module.layers[0]
+    weight, _ = layer._stacks["qkv"][1:]
+    assert layer.q_proj.weight.data_ptr() == weight.data_ptr()
+    assert layer.v_proj.weight.data_ptr() == weight[-layer.v_proj.weight.shape[0]:].data_ptr()
+    assert layer.gate_proj.weight.data_ptr() == layer._stacks["gate_up"][1].data_ptr()
+    assert sum(p.numel() for p in model.module.parameters()) == before
+    assert not any(p.is_inference() for p in model.module.parameters())
