@@ -119,3 +119,13 @@ def test_parse_overrides():
 def test_training_needs_a_budget(tmp_path):
     with pytest.raises(ValueError, match="budget"):
         train(tiny(tmp_path / "e"))
+
+
+def test_resume_may_extend_the_context(tmp_path):
+    """A longer max_sequence_length adds rotary positions, no parameters: resuming with it is allowed
+    and the checkpoint then declares (and loads with) the longer context."""
+    train(tiny(tmp_path / "d", max_steps=1))
+    summary = train(tiny(tmp_path / "d", max_steps=2, max_sequence_length=1024))
+    assert summary["resumed"] and summary["steps"] == 2
+    model = unmask.load(tmp_path / "d")
+    assert model.cfg.max_position == 1024

@@ -43,7 +43,9 @@ from .tasks.tokenizer_build import build_tokenizer
 
 STATE_DIR = "train_state"
 STATE_FILE = "state.pt"
-ARCH_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "mlp_hidden_size", "max_sequence_length", "rope_theta")
+# Settings that change the parameters (or what they mean). max_sequence_length is not one: the
+# rotary table is computed, so a run may resume with a longer context (to train longer canvases).
+ARCH_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "mlp_hidden_size", "rope_theta")
 
 
 @dataclass
