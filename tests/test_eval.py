@@ -364,3 +364,21 @@ def test_killed_process_resumes_with_each_sample_once(tmp_path):
     ids = [r["id"] for r in lines(samples)]
     assert ids == [s.id for s in ArithTask().load()[:10]]
     assert json.loads((out / "summary.json").read_text())["samples"] == 10
+
+
+def test_single_process_accelerate_launch_without_gpus_is_pointed_out(monkeypatch, capsys):
+    """accelerate's simple launcher (no GPUs, no hostfile) runs one process whatever --num_processes
+    says; the runner says how to get several instead of silently running unsharded."""
+    from unmask import evaluation
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
+    evaluation._warn_single_cpu_launch(1)
+    assert "--multi_gpu --num_processes N" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a real multi-process launch: nothing to say
+    evaluation._warn_single_cpu_launch(1)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("ACCELERATE_USE_CPU")  # plain `python eval.py`: nothing to say
+    evaluation._warn_single_cpu_launch(1)
+    assert capsys.readouterr().err == ""

@@ -218,16 +218,21 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
 
 
 def _warn_single_cpu_launch(world: int) -> None:
-    """`accelerate launch --cpu --num_processes N` starts ONE process unless it is given an MPI
-    hostfile; say so instead of silently running unsharded."""
-    if world == 1 and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
-        if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
-            print(
-                "unmask eval: warning: accelerate launch --cpu started a single process (accelerate needs "
-                "--mpirun_hostfile for several CPU processes); for CPU data parallel use "
-                "CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N eval.py ...",
-                file=sys.stderr,
-            )
+    """Without GPUs, `accelerate launch --num_processes N` (with or without --cpu) starts ONE
+    process unless it is given an MPI hostfile; say so instead of silently running unsharded.
+
+    accelerate does not pass the requested count on, so the note appears for any single-process
+    accelerate launch on a machine without CUDA (its simple launcher sets ACCELERATE_USE_CPU)."""
+    import torch
+
+    launched = "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ
+    if world == 1 and launched and not torch.cuda.is_available():
+        print(
+            "unmask eval: note: accelerate started a single process (without GPUs it needs "
+            "--mpirun_hostfile for several); for CPU data parallel (gloo) use "
+            "CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N eval.py ...",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
