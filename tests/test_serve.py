@@ -15,6 +15,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from pathlib import Path
 
 import httpx
 import pytest
@@ -255,7 +256,9 @@ def test_per_request_dllm_settings_equal_generate(server, tiny):
     question = QUESTIONS[1]
     cases = [
         ({"cache": None}, {"cache": None}),
-        ({"cache": {"name": "dllm", "kp": 4}, "block_length": 8}, {"cache": {"name": "dllm", "kp": 4}, "block_length": 8}),
+        # kr pinned: unresolved, the server (like unmask eval) takes arith's kr=7, generate() the method's kr=2
+        ({"cache": {"name": "dllm", "kp": 4, "kr": 2}, "block_length": 8},
+         {"cache": {"name": "dllm", "kp": 4, "kr": 2}, "block_length": 8}),
         ({"threshold": 0.5}, {"threshold": 0.5}),
         ({"steps": 16}, {"steps": 16}),
     ]
@@ -309,7 +312,7 @@ def _stream_text(chunks, chat: bool):
 
 def test_streamed_chunks_reassemble_to_the_greedy_text(server):
     client = server.client()
-    question = QUESTIONS[0]
+    question = QUESTIONS[1]  # a raw completion the bundled model answers with text (some start with EOS)
     plain = client.completions.create(model="tiny", prompt=question, max_tokens=GEN)
     chunks = client.completions.create(model="tiny", prompt=question, max_tokens=GEN, stream=True,
                                        stream_options={"include_usage": True})
@@ -377,7 +380,8 @@ def test_full_queue_answers_503_and_the_server_recovers(servers):
     assert httpx.post(busy.url + "/v1/completions", json={**body, "max_tokens": 16}, timeout=60).status_code == 200
 
 
-LONG_PROMPT = " ".join(["7"] * 600)
+CONTEXT = json.loads((Path(unmask.__file__).parent / "assets" / "tiny" / "config.json").read_text())["max_sequence_length"]
+LONG_PROMPT = " ".join(["7"] * (CONTEXT + 100))
 BAD = [
     ("malformed json", b'{"model": "tiny", "prompt": "a', 400, None),
     ("not an object", b"[1, 2]", 400, None),
@@ -385,7 +389,7 @@ BAD = [
     ("unknown cache", {"prompt": "a", "unmask": {"cache": "nope"}}, 400, "unmask.cache"),
     ("bad cache parameter", {"prompt": "a", "unmask": {"cache": {"name": "dllm", "kq": 2}}}, 400, "unmask.cache"),
     ("bad decoding option", {"prompt": "a", "unmask": {"threshold": 3}}, 400, "unmask"),
-    ("max_tokens beyond context", {"prompt": "a", "max_tokens": 600}, 400, "max_tokens"),
+    ("max_tokens beyond context", {"prompt": "a", "max_tokens": CONTEXT + 100}, 400, "max_tokens"),
     ("prompt does not fit", {"prompt": LONG_PROMPT, "max_tokens": 16}, 400, "prompt"),
     ("unknown model", {"model": "gpt-4", "prompt": "a"}, 404, "model"),
     ("n > 1", {"prompt": "a", "n": 2}, 400, "n"),
