@@ -8,6 +8,7 @@ counts as overhead, not as matrix work.
 
 from __future__ import annotations
 
+import re
 import statistics
 import sys
 import time
@@ -16,6 +17,8 @@ from typing import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from unmask.engine.allocator import keep_freed_memory
 
 aten = torch.ops.aten
 
@@ -192,3 +195,20 @@ def arith_prompt_ids(model, n: int = 1, offset: int = 0) -> list[list[int]]:
     gen = generate_module()
     questions = [p["question"] for p in arith.eval_split()[offset : offset + n]]
     return gen.encode_prompts(model, questions, chat=True)
+
+
+def prepare_machine(threads: int = 0) -> None:
+    """What unmask bench does before timing: keep freed memory (steady step times), pick threads."""
+    keep_freed_memory()
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Fixed-width text table; columns are (key, header, format spec such as '8.3f')."""
+    widths = [max(len(header), int(re.match(r"\d*", spec).group() or 0)) for _, header, spec in columns]
+    lines = [" ".join(f"{header:>{w}s}" for (_, header, _), w in zip(columns, widths))]
+    for r in rows:
+        lines.append(" ".join(f"{r[key]:>{w}{spec.lstrip('0123456789')}}" if not isinstance(r[key], str)
+                              else f"{r[key]:>{w}s}" for (key, _, spec), w in zip(columns, widths)))
+    return "\n".join(lines)

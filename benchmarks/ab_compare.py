@@ -19,7 +19,7 @@ import time
 import torch
 
 import unmask
-from unmask.engine.allocator import keep_freed_memory
+from _profiling import prepare_machine
 
 METHODS = {
     "baseline": (None, {}),
@@ -41,8 +41,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    keep_freed_memory()  # as unmask bench does: steady step times
-    torch.set_num_threads(args.threads)
+    prepare_machine(args.threads)
     other = importlib.import_module(args.other)
     from unmask.tasks import arith
 

@@ -14,10 +14,9 @@ import argparse
 import json
 
 import torch
-from _profiling import arith_prompt_ids, best_seconds, count_flops, matmul_peak
+from _profiling import format_table, prepare_machine, arith_prompt_ids, best_seconds, count_flops, matmul_peak
 
 import unmask
-from unmask.engine.allocator import keep_freed_memory
 from unmask.engine import Rows, StepPlan, make_state, run_plan
 
 
@@ -60,12 +59,8 @@ def measure(model_name: str, dtypes: list[str], gen_length: int = 256, batch: in
     return rows
 
 
-def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'dtype':9s} {'rows':>5s} {'forward ms':>11s} {'fwd GFLOP/s':>12s} {'mm GFLOP/s':>11s} {'ratio':>6s}"]
-    for r in rows:
-        lines.append(f"{r['dtype']:9s} {r['rows']:5d} {r['forward_ms']:11.3f} {r['forward_gflops']:12.2f} "
-                     f"{r['matmul_gflops']:11.2f} {r['ratio']:6.2f}")
-    return "\n".join(lines)
+COLUMNS = [("dtype", "dtype", "9s"), ("rows", "rows", "5d"), ("forward_ms", "forward ms", "11.3f"),
+                        ("forward_gflops", "fwd GFLOP/s", "12.2f"), ("matmul_gflops", "mm GFLOP/s", "11.2f"), ("ratio", "ratio", "6.2f")]
 
 
 def main() -> None:
@@ -77,12 +72,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    keep_freed_memory()  # as unmask bench does: steady step times
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    prepare_machine(args.threads)
     rows = measure(args.model, args.dtypes.split(","), args.gen_length, args.batch, args.repeat)
     print(f"model={args.model} threads={torch.get_num_threads()} gen_length={args.gen_length} batch={args.batch}")
-    print(format_rows(rows))
+    print(format_table(rows, COLUMNS))
     print(json.dumps(rows))
 
 

@@ -18,12 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import forward_throughput
 import step_overhead
+from _profiling import prepare_machine
 from unmask import bench
-from unmask.engine.allocator import keep_freed_memory
 
 
 def main() -> None:
@@ -38,9 +36,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(bench.METHODS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
-    keep_freed_memory()  # as unmask bench does: steady step times
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    prepare_machine(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dtypes = args.dtypes.split(",")

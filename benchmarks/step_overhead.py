@@ -14,10 +14,9 @@ import argparse
 import json
 
 import torch
-from _profiling import arith_prompt_ids, median, replay_seconds, step_matmuls, step_times
+from _profiling import format_table, prepare_machine, arith_prompt_ids, median, replay_seconds, step_matmuls, step_times
 
 import unmask
-from unmask.engine.allocator import keep_freed_memory
 
 DUAL = {"name": "prefix", "use_dual": True}
 
@@ -45,12 +44,8 @@ def measure(model_name: str, dtypes: list[str], gen_length: int = 256, block_len
     return rows
 
 
-def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'dtype':9s} {'step ms':>8s} {'matmul ms':>10s} {'ratio':>6s} {'refresh ms':>11s} {'matmuls':>8s}"]
-    for r in rows:
-        lines.append(f"{r['dtype']:9s} {r['cached_step_ms']:8.3f} {r['matmul_ms']:10.3f} {r['ratio']:6.2f} "
-                     f"{r['refresh_step_ms']:11.3f} {r['matmuls_per_step']:8d}")
-    return "\n".join(lines)
+COLUMNS = [("dtype", "dtype", "9s"), ("cached_step_ms", "step ms", "8.3f"), ("matmul_ms", "matmul ms", "10.3f"),
+                        ("ratio", "ratio", "6.2f"), ("refresh_step_ms", "refresh ms", "11.3f"), ("matmuls_per_step", "matmuls", "8d")]
 
 
 def main() -> None:
@@ -62,12 +57,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    keep_freed_memory()  # as unmask bench does: steady step times
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    prepare_machine(args.threads)
     rows = measure(args.model, args.dtypes.split(","), args.gen_length, args.block_length, args.runs)
     print(f"model={args.model} threads={torch.get_num_threads()} gen_length={args.gen_length} rows={args.block_length}")
-    print(format_rows(rows))
+    print(format_table(rows, COLUMNS))
     print(json.dumps(rows))
 
 
