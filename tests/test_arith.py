@@ -151,3 +151,25 @@ def test_copy_mix_in_is_deterministic():
     copies = [p for p in a if p["question"].startswith(arith.COPY_PROMPT)]
     assert 5 < len(copies) < 35
     assert all(p["question"].endswith(p["answer"]) for p in copies)
+
+
+def test_drill_mix_in_holds_the_solution_equations_correctly_computed():
+    s1, s2 = arith.ProblemStream(3, drill_fraction=0.5), arith.ProblemStream(3, drill_fraction=0.5)
+    a, b = [next(s1) for _ in range(60)], [next(s2) for _ in range(60)]
+    assert a == b
+    drills = [p for p in a if p["question"].startswith(arith.DRILL_PROMPT)]
+    assert 10 < len(drills) < 50
+    ops = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x / y}
+    for p in drills:
+        lines = p["question"].splitlines()[1:]
+        equations = arith.EQUATION.findall(p["answer"])
+        assert [f"{x} {op} {y}" for x, op, y, _ in equations] == lines and len(lines) >= 2
+        assert all(ops[op](int(x), int(y)) == int(r) for x, op, y, r in equations)
+        assert p["answer"].endswith(f"#### {equations[-1][3]}")
+
+
+def test_mix_in_fractions_are_checked():
+    with pytest.raises(ValueError, match="drill_fraction"):
+        arith.ProblemStream(0, copy_fraction=0.6, drill_fraction=0.6)
+    with pytest.raises(ValueError, match="drill_fraction"):
+        arith.ProblemStream(0, drill_fraction=-0.1)

@@ -68,6 +68,7 @@ class TrainConfig:
     mask_eps: float = 1e-3
     tokenizer_samples: int = 5000
     copy_fraction: float = 0.0  # share of auxiliary "repeat the question" problems (arith.copy_problem)
+    drill_fraction: float = 0.0  # share of auxiliary "work out these equations" problems (arith.drill_problem)
     # optimisation (at lr 3e-3 the model had not learned to copy after 6,000 steps; 5e-4..1e-3 did)
     batch_size: int = 16
     lr: float = 6e-4
@@ -349,7 +350,7 @@ def build_run(cfg: TrainConfig) -> tuple[Run, bool]:
         module=module,
         optimizer=make_optimizer(module, cfg),
         schedule=Schedule(cfg),
-        stream=arith.ProblemStream(cfg.seed, copy_fraction=cfg.copy_fraction),
+        stream=arith.ProblemStream(cfg.seed, copy_fraction=cfg.copy_fraction, drill_fraction=cfg.drill_fraction),
         gen=torch.Generator().manual_seed(cfg.seed),
         batcher=Batcher(tokenizer, ids, cfg.response_length),
         ids=ids,

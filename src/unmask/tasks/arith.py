@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -415,17 +416,40 @@ def copy_problem(problem: dict) -> dict:
     return {"id": problem["id"] + "-copy", "question": f"{COPY_PROMPT}\n{problem['question']}", "answer": problem["question"]}
 
 
+DRILL_PROMPT = "Work out each line."
+EQUATION = re.compile(r"(\d+) ([+\-*/]) (\d+) = (\d+)")
+
+
+def drill_problem(problem: dict) -> dict:
+    """Auxiliary task: the solution's equations alone, to compute (an optional training mix-in).
+
+    The worked solutions teach format and copying long before arithmetic; a drill puts the same
+    equations, with the same numbers, in a few tokens, so more of each batch is computation.
+    """
+    equations = EQUATION.findall(problem["answer"])
+    lines = [f"{a} {op} {b}" for a, op, b, _ in equations]
+    answer = "\n".join(f"{a} {op} {b} = {r}." for a, op, b, r in equations)
+    return {"id": problem["id"] + "-drill", "question": "\n".join([DRILL_PROMPT, *lines]),
+            "answer": f"{answer}\n#### {equations[-1][3]}"}
+
+
 class ProblemStream:
     """Infinite, seeded training problems that skip the evaluation split; its state can be saved.
 
-    With `copy_fraction` > 0, that share of the problems are `copy_problem`s instead.
+    With `copy_fraction` (`drill_fraction`) > 0, that share of the problems are `copy_problem`s
+    (`drill_problem`s) instead.
     """
 
-    def __init__(self, seed: int, exclude: set[str] | None = None, copy_fraction: float = 0.0):
+    def __init__(self, seed: int, exclude: set[str] | None = None, copy_fraction: float = 0.0,
+                 drill_fraction: float = 0.0):
+        if copy_fraction < 0 or drill_fraction < 0 or copy_fraction + drill_fraction > 1:
+            raise ValueError(f"copy_fraction={copy_fraction} and drill_fraction={drill_fraction} must be >= 0 "
+                             "and sum to at most 1")
         self.rng = random.Random(seed)
         self.seed = seed
         self.count = 0
         self.copy_fraction = copy_fraction
+        self.drill_fraction = drill_fraction
         self.exclude = eval_questions() if exclude is None else exclude
 
     def __iter__(self) -> "ProblemStream":
@@ -438,6 +462,8 @@ class ProblemStream:
                 self.count += 1
                 if self.copy_fraction and self.rng.random() < self.copy_fraction:
                     return copy_problem(p)
+                if self.drill_fraction and self.rng.random() < self.drill_fraction / (1 - self.copy_fraction):
+                    return drill_problem(p)
                 return p
 
     def state(self) -> dict:
