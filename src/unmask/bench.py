@@ -341,10 +341,11 @@ def run_bench(
 
     write_csv(rows, out / "results.csv")
     label = f"{first.model['name']} {first.model['dtype']}, {first.dataset['name']} x{len(samples)}"
-    plots.pareto(rows, out / "pareto.png", title=f"accuracy vs tokens/s ({label}, gen_length {main_length})")
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one color per method in every plot
+    plots.pareto(rows, out / "pareto.png", title=f"accuracy vs tokens/s ({label}, gen_length {main_length})", colors=colors)
     plots.speedup_vs_length(
         {m: s for m, s in speedups.items() if m != "baseline"}, out / "speedup_vs_length.png",
-        title=f"speedup over baseline ({label})",
+        title=f"speedup over baseline ({label})", colors=colors,
     )
     traced = {}
     if trace:
@@ -354,7 +355,7 @@ def run_bench(
             traced[m] = r.trace
             canvas_rows = len(r.prompt_ids[0]) + main_length
         title = f"decode trace, sample {samples[0].id}"
-        plots.decode_trace(traced, main_length, canvas_rows, out / "trace.png", title=title)
+        plots.decode_trace(traced, main_length, canvas_rows, out / "trace.png", title=title, colors=colors)
     payload = {
         "header": header,
         "machine": info,

@@ -26,10 +26,11 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
+def pareto(rows: Sequence[dict], path: str | Path, title: str = "", colors: dict[str, str] | None = None) -> Path:
     """Accuracy (%) against tokens/s (log scale), one labelled point per method.
 
     `rows` carry `method`, `accuracy` (0..1) and `tokens_per_second`; rows without a speed are skipped.
+    `colors` (method -> matplotlib color) keeps a method's color the same across plots.
     """
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
@@ -37,12 +38,13 @@ def pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
     placed: list[tuple[float, float]] = []
     for i, r in enumerate(points):
         x, y = float(r["tokens_per_second"]), 100 * float(r["accuracy"])
-        ax.scatter([x], [y], s=42, color=f"C{i % 10}", zorder=3)
-        # Labels of points close together (same accuracy, similar speed) go on alternating sides.
+        ax.scatter([x], [y], s=42, color=(colors or {}).get(r["method"], f"C{i % 10}"), zorder=3)
         crowded = sum(abs(math.log10(x / px)) < 0.15 and abs(y - py) < 2.5 for px, py in placed)
         placed.append((x, y))
-        offset = (5, 5) if crowded % 2 == 0 else (5, -12 - 6 * (crowded // 2))
-        ax.annotate(str(r["method"]), (x, y), textcoords="offset points", xytext=offset, fontsize=9)
+        # Crowded labels alternate between upper right and upper left, stepping up when more crowd in.
+        lift = 5 + 10 * (crowded // 2)
+        offset, align = ((5, lift), "left") if crowded % 2 == 0 else ((-5, lift), "right")
+        ax.annotate(str(r["method"]), (x, y), textcoords="offset points", xytext=offset, fontsize=9, ha=align)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -59,7 +61,9 @@ def pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def speedup_vs_length(series: dict[str, dict[int, float | None]], path: str | Path, title: str = "") -> Path:
+def speedup_vs_length(
+    series: dict[str, dict[int, float | None]], path: str | Path, title: str = "", colors: dict[str, str] | None = None
+) -> Path:
     """Speedup over the baseline per method (one line each) against generation length."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
@@ -68,7 +72,7 @@ def speedup_vs_length(series: dict[str, dict[int, float | None]], path: str | Pa
         pairs = sorted((int(k), float(v)) for k, v in points.items() if v is not None and math.isfinite(float(v)))
         if not pairs:
             continue
-        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o", color=f"C{i % 10}", label=method)
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o", color=(colors or {}).get(method, f"C{i % 10}"), label=method)
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths or [1])
     ax.set_xticklabels([str(length) for length in lengths] or [""])
@@ -87,7 +91,8 @@ def speedup_vs_length(series: dict[str, dict[int, float | None]], path: str | Pa
 
 
 def decode_trace(
-    traces: dict[str, list[StepTrace]], gen_length: int, canvas_rows: int, path: str | Path, title: str = ""
+    traces: dict[str, list[StepTrace]], gen_length: int, canvas_rows: int, path: str | Path, title: str = "",
+    colors: dict[str, str] | None = None,
 ) -> Path:
     """For one sample, per method side by side: the commit order and the per-layer recompute pattern.
 
@@ -107,7 +112,7 @@ def decode_trace(
         xs = [i for i, s in enumerate(steps) for _ in s.committed[0]]
         ys = [off for s in steps for off in s.committed[0]]
         top, bottom = axes[0][col], axes[1][col]
-        top.scatter(xs, ys, s=6, color=f"C{col}")
+        top.scatter(xs, ys, s=6, color=(colors or {}).get(name, f"C{col}"))
         top.set_ylim(-1, gen_length)
         top.invert_yaxis()
         top.set_xlim(-0.5, max(1, len(steps)) - 0.5)
