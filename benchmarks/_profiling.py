@@ -8,6 +8,8 @@ counts as overhead, not as matrix work.
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import re
 import statistics
 import sys
@@ -157,6 +159,30 @@ def step_times(model, prompt_ids: list[list[int]], cache, **options) -> list[Ste
         StepTiming(block_step, marks[i + 1][0] - t0)
         for i, (t0, block_step) in enumerate(marks[:-1])
     ]
+
+
+def profile_cached_steps(model, prompt_ids: list[list[int]], cache, runs: int = 10, **options) -> pstats.Stats:
+    """cProfile of the cached steps only (block_step > 0) of `runs` generate calls: where a step's time goes."""
+    gen = generate_module()
+    original = gen._Request._step
+    profiler = cProfile.Profile()
+
+    def profiled(self, ctx, counts):
+        if ctx.block_step == 0:
+            return original(self, ctx, counts)
+        profiler.enable()
+        try:
+            return original(self, ctx, counts)
+        finally:
+            profiler.disable()
+
+    gen._Request._step = profiled
+    try:
+        for _ in range(runs):
+            gen.generate(model, input_ids=prompt_ids, cache=cache, **options)
+    finally:
+        gen._Request._step = original
+    return pstats.Stats(profiler)
 
 
 def median(values: list[float]) -> float:

@@ -14,7 +14,7 @@ import argparse
 import json
 
 import torch
-from _profiling import format_table, prepare_machine, arith_prompt_ids, median, replay_seconds, step_matmuls, step_times
+from _profiling import format_table, prepare_machine, profile_cached_steps, arith_prompt_ids, median, replay_seconds, step_matmuls, step_times
 
 import unmask
 
@@ -56,12 +56,19 @@ def main() -> None:
     parser.add_argument("--block-length", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--cprofile", action="store_true", help="also print where a cached step's time goes (first dtype)")
     args = parser.parse_args()
     prepare_machine(args.threads)
     rows = measure(args.model, args.dtypes.split(","), args.gen_length, args.block_length, args.runs)
     print(f"model={args.model} threads={torch.get_num_threads()} gen_length={args.gen_length} rows={args.block_length}")
     print(format_table(rows, COLUMNS))
     print(json.dumps(rows))
+    if args.cprofile:
+        model = unmask.load(args.model, dtype=args.dtypes.split(",")[0])
+        opts = {"gen_length": args.gen_length, "block_length": args.block_length, "threshold": 0.9}
+        unmask.generate(model, input_ids=arith_prompt_ids(model), cache=DUAL, **opts)  # warm-up
+        stats = profile_cached_steps(model, arith_prompt_ids(model), DUAL, **opts)
+        stats.sort_stats("tottime").print_stats(12)
 
 
 if __name__ == "__main__":
