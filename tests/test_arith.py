@@ -144,20 +144,22 @@ def test_tokenizer_round_trips_problems_and_splits_digits(tmp_path):
     assert tok.decode(ids, skip_special_tokens=False) == prompt
 
 
+def _mixed_stream(seed: int, n: int, prompt: str, **fractions) -> tuple[list[dict], list[dict]]:
+    """n problems of a mixed stream (checked equal for two streams of one seed) and its mix-ins."""
+    s1, s2 = arith.ProblemStream(seed, **fractions), arith.ProblemStream(seed, **fractions)
+    a = [next(s1) for _ in range(n)]
+    assert a == [next(s2) for _ in range(n)]
+    return a, [p for p in a if p["question"].startswith(prompt)]
+
+
 def test_copy_mix_in_is_deterministic():
-    s1, s2 = arith.ProblemStream(2, copy_fraction=0.5), arith.ProblemStream(2, copy_fraction=0.5)
-    a, b = [next(s1) for _ in range(40)], [next(s2) for _ in range(40)]
-    assert a == b
-    copies = [p for p in a if p["question"].startswith(arith.COPY_PROMPT)]
+    _, copies = _mixed_stream(2, 40, arith.COPY_PROMPT, copy_fraction=0.5)
     assert 5 < len(copies) < 35
     assert all(p["question"].endswith(p["answer"]) for p in copies)
 
 
 def test_drill_mix_in_holds_the_solution_equations_correctly_computed():
-    s1, s2 = arith.ProblemStream(3, drill_fraction=0.5), arith.ProblemStream(3, drill_fraction=0.5)
-    a, b = [next(s1) for _ in range(60)], [next(s2) for _ in range(60)]
-    assert a == b
-    drills = [p for p in a if p["question"].startswith(arith.DRILL_PROMPT)]
+    _, drills = _mixed_stream(3, 60, arith.DRILL_PROMPT, drill_fraction=0.5)
     assert 10 < len(drills) < 50
     ops = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x / y}
     for p in drills:
