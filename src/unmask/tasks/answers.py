@@ -17,11 +17,8 @@ _NUMBER = re.compile(r"(?<![\w.])" + NUMBER)
 _STRICT = re.compile(r"####\s*(" + NUMBER + ")")
 
 
-def normalize_number(s: str) -> str | None:
-    """Canonical text of a number: no `$`, commas or trailing `.`; `12.0` -> `12`, `-0` -> `0`."""
-    text = s.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    if text.startswith("+"):
-        text = text[1:]
+def canonical_decimal(text: str) -> str | None:
+    """`12.0` -> `12`, `-0` -> `0`, `1.50` -> `1.5`; None when `text` is not a finite decimal."""
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -31,6 +28,12 @@ def normalize_number(s: str) -> str | None:
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")
+
+
+def normalize_number(s: str) -> str | None:
+    """Canonical text of a number: no `$`, commas, spaces, `+` or trailing `.` (see canonical_decimal)."""
+    text = s.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    return canonical_decimal(text[1:] if text.startswith("+") else text)
 
 
 def extract_strict(text: str) -> str | None:
@@ -51,12 +54,20 @@ def reference_number(reference: str) -> str | None:
     return normalize_number(raw) if raw is not None else None
 
 
-def is_correct(output: str, reference_answer_text: str) -> bool:
-    """Strict match on `#### n`; only an output without any `####` number is read flexibly."""
-    gold = reference_number(reference_answer_text)
-    if gold is None:
-        return False
+def extract_answer(output: str) -> str | None:
+    """The output's answer, normalized: the `#### n` number, or the last number when there is none."""
     raw = extract_strict(output)
     if raw is None:
         raw = extract_flexible(output)
-    return raw is not None and normalize_number(raw) == gold
+    return normalize_number(raw) if raw is not None else None
+
+
+def answer_matches(extracted: str | None, reference_answer_text: str) -> bool:
+    """An extracted answer against the reference's gold number (never equal when either is missing)."""
+    gold = reference_number(reference_answer_text)
+    return gold is not None and extracted == gold
+
+
+def is_correct(output: str, reference_answer_text: str) -> bool:
+    """Strict match on `#### n`; only an output without any `####` number is read flexibly."""
+    return answer_matches(extract_answer(output), reference_answer_text)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from . import data
+
 EVAL_SEED = 20250101
 EVAL_SIZE = 1000
 EVAL_FILE = Path(__file__).resolve().parent / "data" / "arith_eval.jsonl"
@@ -460,10 +462,12 @@ class ProblemStream:
             p = make_problem(self.rng)
             if p["question"] not in self.exclude:
                 self.count += 1
-                if self.copy_fraction and self.rng.random() < self.copy_fraction:
-                    return copy_problem(p)
-                if self.drill_fraction and self.rng.random() < self.drill_fraction / (1 - self.copy_fraction):
-                    return drill_problem(p)
+                if self.copy_fraction or self.drill_fraction:
+                    u = self.rng.random()
+                    if u < self.copy_fraction:
+                        return copy_problem(p)
+                    if u < self.copy_fraction + self.drill_fraction:
+                        return drill_problem(p)
                 return p
 
     def state(self) -> dict:
@@ -484,8 +488,7 @@ def problem_stream(seed: int) -> Iterator[dict]:
 
 def eval_split(path: str | Path = EVAL_FILE) -> list[dict]:
     """The fixed evaluation problems (the shipped jsonl file by default)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return data.read_records(path)
 
 
 def write_eval_split(path: str | Path = EVAL_FILE, n: int = EVAL_SIZE, seed: int = EVAL_SEED) -> Path:

@@ -13,10 +13,9 @@ class ArithTask(Task):
     use_chat_template = True
 
     def load(self) -> list[Sample]:
-        rows = arith.eval_split(self.path) if self.path else arith.eval_split()
+        rows = arith.eval_split(self.path or arith.EVAL_FILE)
         return [Sample(id=str(r["id"]), prompt=r["question"], reference=r["answer"]) for r in rows]
 
     def score(self, sample: Sample, output: str) -> Score:
-        raw = answers.extract_strict(output) or answers.extract_flexible(output)
-        extracted = answers.normalize_number(raw) if raw is not None else None
-        return Score(extracted=extracted, correct=answers.is_correct(output, sample.reference))
+        extracted = answers.extract_answer(output)
+        return Score(extracted=extracted, correct=answers.answer_matches(extracted, sample.reference))

@@ -64,11 +64,9 @@ class GSM8KTask(Task):
 
     def score(self, sample: Sample, output: str) -> Score:
         text = cut_at_stops(output, self.stop_strings())
-        strict, flexible = answers.extract_strict(text), answers.extract_flexible(text)
-        raw = strict if strict is not None else flexible
-        extracted = answers.normalize_number(raw) if raw is not None else None
+        extracted = answers.extract_answer(text)
         return Score(
             extracted=extracted,
-            correct=answers.is_correct(text, sample.reference),
-            detail=f"strict={strict} flexible={flexible}",
+            correct=answers.answer_matches(extracted, sample.reference),
+            detail=f"strict={answers.extract_strict(text)} flexible={answers.extract_flexible(text)}",
         )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import threading
-from decimal import Decimal, InvalidOperation
+
+from . import answers
 
 _FINAL = re.compile(r"final answer is", re.IGNORECASE)
 _HOPE = re.compile(r"\.?\s*I hope it is correct", re.IGNORECASE)
@@ -109,13 +110,7 @@ def normalize(answer: str) -> str:
     s = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), s)
     s = _VAR_EQ.sub("", s)
     s = s.replace(" ", "").rstrip(".")
-    try:
-        value = Decimal(s)
-        if value.is_finite():
-            s = str(int(value)) if value == value.to_integral_value() else format(value.normalize(), "f")
-    except InvalidOperation:
-        pass
-    return s
+    return answers.canonical_decimal(s) or s
 
 
 def _math_verify_equal(pred: str, gold: str) -> bool:
