@@ -103,6 +103,8 @@ class GenerationOptions:
                 raise ValueError(f"generation.steps={self.steps} exceeds generation.gen_length={self.gen_length}")
         if self.temperature < 0:
             raise ValueError(f"generation.temperature={self.temperature} must be >= 0")
+        if self.top_p == 1:
+            self.top_p = None  # keeps every token: the same as no nucleus filter (OpenAI clients send it)
         if self.alg in LLADA_ALGS and (self.top_p is not None or self.top_k is not None):
             raise ValueError(f"generation.top_p/top_k apply to the Dream algorithms {list(DREAM_ALGS)}, not alg={self.alg}")
         if self.alg_temp > 0 and (self.alg in LLADA_ALGS or self.alg == "origin" or self.parallel):

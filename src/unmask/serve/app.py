@@ -75,9 +75,7 @@ def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
 
     @app.get("/v1/models/{model_id:path}")
     async def model_card(model_id: str) -> dict:
-        if model_id != settings.name:
-            raise APIError(404, f"model '{model_id}' is not served here; this server serves '{settings.name}'",
-                           param="model", code="model_not_found")
+        settings.check_model(model_id)
         return card
 
     @app.post("/v1/chat/completions")

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..caches.base import resolve_cache
 from ..config import RunConfig, resolve_config
+from ..generate import encode_prompts
 from ..models.model import LoadedModel
 from ..options import GenerationOptions
 from .chat import chat_prompt
@@ -55,14 +56,20 @@ def unmask_keys() -> list[str]:
 class ServeSettings:
     """The server-wide defaults, resolved once per cache method a request asks for."""
 
-    def __init__(self, model: LoadedModel, overrides: list[str], cfg: RunConfig | None = None):
+    def __init__(self, model: LoadedModel, overrides: list[str], cfg: RunConfig):
         self.model = model
-        self.cfg = cfg if cfg is not None else resolve_config(overrides)
+        self.cfg = cfg
         self.name = str(self.cfg.model["name"])
         self.default_max_tokens = int(self.cfg.generation["gen_length"])
         self._overrides = [o for o in overrides if o.split("=", 1)[0].split(".")[0] != "cache"]
         self._lock = threading.Lock()  # Hydra's compose state is process-wide
         self._resolved: dict[str, tuple[dict | None, dict]] = {}
+
+    def check_model(self, name: str | None) -> None:
+        """404 for a model name other than the one served (None: the client did not say)."""
+        if name is not None and name != self.name:
+            raise APIError(404, f"model '{name}' is not served here; this server serves '{self.name}'",
+                           param="model", code="model_not_found")
 
     def defaults(self, cache_request: Any = ...) -> tuple[dict | None, dict[str, Any]]:
         """(cache spec, generate options) for the server's cache (`...`) or a requested one."""
@@ -127,8 +134,7 @@ def _prompt_ids(model: LoadedModel, request: ChatRequest | CompletionRequest) ->
             raise APIError(400, "one prompt per request (send concurrent requests; the server batches them)", param="prompt")
         prompt = prompt[0]
     if isinstance(prompt, str):
-        bos = [model.special.bos] if model.special.bos is not None else []
-        return bos + model.tokenizer.encode(prompt)
+        return encode_prompts(model, [prompt], chat=False)[0]
     vocab = model.cfg.vocab_size
     bad = [t for t in prompt if not 0 <= t < vocab or t == model.special.mask]
     if bad:
@@ -152,11 +158,7 @@ def is_stochastic(opts: GenerationOptions) -> bool:
 def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -> Prepared:
     """Validate a parsed request against the model and defaults; APIError on anything unusable."""
     model = settings.model
-    if request.model is not None and request.model != settings.name:
-        raise APIError(
-            404, f"model '{request.model}' is not served here; this server serves '{settings.name}'",
-            param="model", code="model_not_found",
-        )
+    settings.check_model(request.model)
     unmask = dict(request.unmask or {})
     generation = _generation_keys(unmask)
     cache, options = settings.defaults(unmask["cache"]) if "cache" in unmask else settings.defaults()
@@ -164,7 +166,7 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
     if request.temperature is not None:
         options["temperature"] = request.temperature
     if request.top_p is not None:
-        options["top_p"] = None if request.top_p == 1 else request.top_p  # top_p=1 keeps every token
+        options["top_p"] = request.top_p
     if request.seed is not None:
         options["seed"] = request.seed
 
