@@ -135,24 +135,32 @@ class StepTiming:
     seconds: float
 
 
-def step_times(model, prompt_ids: list[list[int]], cache, **options) -> list[StepTiming]:
-    """Wall time of every denoising step of one generate call, from one step's start to the next's.
+def _generate_with_step(make_step: Callable, model, prompt_ids: list[list[int]], cache, runs: int = 1, **options) -> None:
+    """Run generate `runs` times with the request's `_step` replaced by `make_step(original)`.
 
-    Wraps the request's `_step` from outside (a profiling aid; the library is not changed for it).
+    Wraps the step from outside (a profiling aid; the library is not changed for it).
     """
     gen = generate_module()
     original = gen._Request._step
-    marks: list[tuple[float, int]] = []
-
-    def timed(self, ctx, counts):
-        marks.append((time.perf_counter(), ctx.block_step))
-        return original(self, ctx, counts)
-
-    gen._Request._step = timed
+    gen._Request._step = make_step(original)
     try:
-        gen.generate(model, input_ids=prompt_ids, cache=cache, **options)
+        for _ in range(runs):
+            gen.generate(model, input_ids=prompt_ids, cache=cache, **options)
     finally:
         gen._Request._step = original
+
+
+def step_times(model, prompt_ids: list[list[int]], cache, **options) -> list[StepTiming]:
+    """Wall time of every denoising step of one generate call, from one step's start to the next's."""
+    marks: list[tuple[float, int]] = []
+
+    def timed(original):
+        def step(self, ctx, counts):
+            marks.append((time.perf_counter(), ctx.block_step))
+            return original(self, ctx, counts)
+        return step
+
+    _generate_with_step(timed, model, prompt_ids, cache, **options)
     # Step i lasts until step i + 1 starts (so policy events and stop checks count); the last step,
     # whose end would include building the result, is left out.
     return [
@@ -163,25 +171,20 @@ def step_times(model, prompt_ids: list[list[int]], cache, **options) -> list[Ste
 
 def profile_cached_steps(model, prompt_ids: list[list[int]], cache, runs: int = 10, **options) -> pstats.Stats:
     """cProfile of the cached steps only (block_step > 0) of `runs` generate calls: where a step's time goes."""
-    gen = generate_module()
-    original = gen._Request._step
     profiler = cProfile.Profile()
 
-    def profiled(self, ctx, counts):
-        if ctx.block_step == 0:
-            return original(self, ctx, counts)
-        profiler.enable()
-        try:
-            return original(self, ctx, counts)
-        finally:
-            profiler.disable()
+    def profiled(original):
+        def step(self, ctx, counts):
+            if ctx.block_step == 0:
+                return original(self, ctx, counts)
+            profiler.enable()
+            try:
+                return original(self, ctx, counts)
+            finally:
+                profiler.disable()
+        return step
 
-    gen._Request._step = profiled
-    try:
-        for _ in range(runs):
-            gen.generate(model, input_ids=prompt_ids, cache=cache, **options)
-    finally:
-        gen._Request._step = original
+    _generate_with_step(profiled, model, prompt_ids, cache, runs, **options)
     return pstats.Stats(profiler)
 
 
@@ -191,24 +194,20 @@ def median(values: list[float]) -> float:
 
 def step_matmuls(model, prompt_ids: list[list[int]], cache, pick: Callable[[object], bool], **options) -> list[MatmulCall]:
     """Matmul calls of the first step whose StepContext satisfies `pick` (recorded in a separate call)."""
-    gen = generate_module()
-    original = gen._Request._step
     found: list[list[MatmulCall]] = []
 
-    def recorded(self, ctx, counts):
-        if found or not pick(ctx):
-            return original(self, ctx, counts)
-        recorder = _Recorder()
-        with recorder:
-            out = original(self, ctx, counts)
-        found.append(recorder.calls)
-        return out
+    def recorded(original):
+        def step(self, ctx, counts):
+            if found or not pick(ctx):
+                return original(self, ctx, counts)
+            recorder = _Recorder()
+            with recorder:
+                out = original(self, ctx, counts)
+            found.append(recorder.calls)
+            return out
+        return step
 
-    gen._Request._step = recorded
-    try:
-        gen.generate(model, input_ids=prompt_ids, cache=cache, **options)
-    finally:
-        gen._Request._step = original
+    _generate_with_step(recorded, model, prompt_ids, cache, **options)
     if not found:
         raise RuntimeError("no step matched")
     return found[0]

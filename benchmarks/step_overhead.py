@@ -21,8 +21,13 @@ import unmask
 DUAL = {"name": "prefix", "use_dual": True}
 
 
-def measure(model_name: str, dtypes: list[str], gen_length: int = 256, block_length: int = 32, runs: int = 3) -> list[dict]:
-    """One row per dtype: median cached-step time, its matmul time and their ratio, and the refresh step."""
+def measure(
+    model_name: str, dtypes: list[str], gen_length: int = 256, block_length: int = 32, runs: int = 3, cprofile: bool = False
+) -> list[dict]:
+    """One row per dtype: median cached-step time, its matmul time and their ratio, and the refresh step.
+
+    With `cprofile`, also prints where the first dtype's cached steps spend their time.
+    """
     opts = {"gen_length": gen_length, "block_length": block_length, "threshold": 0.9}
     rows = []
     for dtype_name in dtypes:
@@ -35,6 +40,8 @@ def measure(model_name: str, dtypes: list[str], gen_length: int = 256, block_len
                 (cached if s.block_step > 0 else refresh).append(s.seconds)
         calls = step_matmuls(model, prompts, DUAL, lambda ctx: ctx.block_step == 1, **opts)
         mm = replay_seconds(calls)
+        if cprofile and dtype_name == dtypes[0]:
+            profile_cached_steps(model, prompts, DUAL, **opts).sort_stats("tottime").print_stats(12)
         step = median(cached)
         rows.append({
             "dtype": dtype_name, "rows": block_length, "cached_step_ms": round(step * 1e3, 3), "matmul_ms": round(mm * 1e3, 3),
@@ -59,16 +66,10 @@ def main() -> None:
     parser.add_argument("--cprofile", action="store_true", help="also print where a cached step's time goes (first dtype)")
     args = parser.parse_args()
     prepare_machine(args.threads)
-    rows = measure(args.model, args.dtypes.split(","), args.gen_length, args.block_length, args.runs)
+    rows = measure(args.model, args.dtypes.split(","), args.gen_length, args.block_length, args.runs, args.cprofile)
     print(f"model={args.model} threads={torch.get_num_threads()} gen_length={args.gen_length} rows={args.block_length}")
     print(format_table(rows, COLUMNS))
     print(json.dumps(rows))
-    if args.cprofile:
-        model = unmask.load(args.model, dtype=args.dtypes.split(",")[0])
-        opts = {"gen_length": args.gen_length, "block_length": args.block_length, "threshold": 0.9}
-        unmask.generate(model, input_ids=arith_prompt_ids(model), cache=DUAL, **opts)  # warm-up
-        stats = profile_cached_steps(model, arith_prompt_ids(model), DUAL, **opts)
-        stats.sort_stats("tottime").print_stats(12)
 
 
 if __name__ == "__main__":

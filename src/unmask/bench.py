@@ -158,11 +158,10 @@ def run_interleaved(
 
 def summary_rows(records: dict[str, list[dict]], cfgs: dict[str, RunConfig]) -> list[dict]:
     """One row per method: metrics.summarize plus the speedup over the baseline's generation time."""
-    base = records.get("baseline")
-    base_seconds = metrics.summarize(base)["generation_seconds"] if base else None
+    summaries = {method: metrics.summarize(recs) for method, recs in records.items()}
+    base_seconds = summaries["baseline"]["generation_seconds"] if "baseline" in summaries else None
     rows = []
-    for method, recs in records.items():
-        s = metrics.summarize(recs)
+    for method, s in summaries.items():
         seconds = s["generation_seconds"]
         speedup = base_seconds / seconds if base_seconds and seconds else None
         rows.append({
@@ -320,7 +319,7 @@ def run_bench(
     bar = tqdm(total=total, desc="unmask bench", disable=not show_progress, file=sys.stderr)
 
     results: dict[int, dict[str, list[dict]]] = {}
-    for length in [main_length] + [x for x in lengths if x != main_length]:
+    for length in per_length:  # the main length first
         bar.set_description(f"unmask bench gen_length={length}")
 
         def progress(method: str) -> None:
@@ -330,10 +329,11 @@ def run_bench(
         results[length] = run_interleaved(model, task, samples, per_length[length], first.batch_size, progress)
     bar.close()
 
-    rows = summary_rows(results[main_length], cfgs)
+    by_length = {length: summary_rows(recs, per_length[length]) for length, recs in results.items()}
+    rows = by_length[main_length]
     speedups = {m: {} for m in methods}
-    for length, recs in results.items():
-        for r in summary_rows(recs, per_length[length]):
+    for length, length_rows in by_length.items():
+        for r in length_rows:
             speedups[r["method"]][length] = r["speedup"]
     header = header_text(first, len(samples), info)
     table = format_table(rows, header)

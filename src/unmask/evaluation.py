@@ -18,6 +18,7 @@ from typing import Callable
 from . import metrics, records
 from .config import RunConfig, command_main, load_model, require_model_path, resolve_config, resolve_device
 from .tasks.base import Sample, Task
+from .tasks.prompting import cut_at_stops
 from .tasks.sandbox import ENV_OPT_IN as CODE_ENV  # UNMASK_ALLOW_CODE_EXECUTION
 
 USAGE = """usage: unmask eval [key=value ...]   (also: python eval.py ..., accelerate launch eval.py ...)
@@ -39,17 +40,6 @@ def batch_seed(seed: int | None, first_id: str) -> int | None:
     if seed is None:
         return None
     return (int(seed) + zlib.crc32(first_id.encode())) % 2**31
-
-
-def cut_at_stops(text: str, stops: list[str]) -> str:
-    """The text before the earliest stop string (few-shot formats run on past the answer)."""
-    cut = len(text)
-    for stop in stops:
-        if stop:
-            at = text.find(stop)
-            if at != -1:
-                cut = min(cut, at)
-    return text[:cut]
 
 
 def run_samples(
