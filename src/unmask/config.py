@@ -36,16 +36,6 @@ CHECKPOINT_DIRS = {
 }
 MODELS_DIR_ENV = "UNMASK_MODELS_DIR"
 
-# dLLM-Cache's per-task (kp, kr) from the paper (algorithms.md section 3), used when not set;
-# the bundled arith task is GSM8K-shaped and takes GSM8K's values.
-DLLM_TASK_DEFAULTS = {
-    "arith": (50, 7),
-    "gsm8k": (50, 7),
-    "math-500": (50, 1),
-    "mbpp": (100, 5),
-    "humaneval": (25, 5),
-    "humaneval_instruct": (25, 5),
-}
 INSTRUCT_BLOCK_LENGTH = 32
 
 
@@ -352,17 +342,15 @@ def load_model(cfg: RunConfig, device: str | None = None):
 
 
 def _resolve_cache(raw: dict | None, explicit: set[str], task_name: str) -> tuple[dict | None, type | None]:
-    from .caches.base import resolve_cache
+    from .caches.base import registry, resolve_cache
 
     if raw is None:
         return None, None
     raw = dict(raw)
-    if raw.get("name") == "dllm" and task_name in DLLM_TASK_DEFAULTS:
-        kp, kr = DLLM_TASK_DEFAULTS[task_name]
-        if "cache.kp" not in explicit:
-            raw["kp"] = kp
-        if "cache.kr" not in explicit:
-            raw["kr"] = kr
+    policy = registry().get(str(raw.get("name")))
+    for key, value in (policy.task_params.get(task_name, {}) if policy else {}).items():
+        if f"cache.{key}" not in explicit:
+            raw[key] = value
     for key, value in raw.items():
         if key != "name" and not isinstance(value, (bool, int, float, str)):
             raise ValueError(f"cache.{key}={value!r} must be a single value")

@@ -31,6 +31,9 @@ class CachePolicy:
 
     name: ClassVar[str]
     params: ClassVar[dict[str, Any]] = {}
+    # Parameters the method's paper sets per evaluation task; they replace `params` defaults, but
+    # never a value the user set (the config layer applies them, knowing which keys were given).
+    task_params: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_layer_inputs: ClassVar[bool] = False
     needs_branches: ClassVar[bool] = False
 

@@ -16,6 +16,15 @@ from .base import CachePolicy
 class DLLMCache(CachePolicy):
     name = "dllm"
     params = {"kp": 50, "kr": 2, "rou": 0.25}
+    # The paper's per-task (kp, kr) (algorithms.md section 3); arith is GSM8K-shaped and takes GSM8K's.
+    task_params = {
+        "arith": {"kp": 50, "kr": 7},
+        "gsm8k": {"kp": 50, "kr": 7},
+        "math-500": {"kp": 50, "kr": 1},
+        "mbpp": {"kp": 100, "kr": 5},
+        "humaneval": {"kp": 25, "kr": 5},
+        "humaneval_instruct": {"kp": 25, "kr": 5},
+    }
     needs_branches = True
 
     def __init__(self, settings, module, options, special):
