@@ -78,7 +78,7 @@ class HumanEvalTask(Task):
         result = sandbox.run_program(
             program(ref["prompt"], code, ref["test"], ref["entry_point"]), timeout=self.timeout_s, memory_mb=self.memory_mb
         )
-        return Score(extracted=code, correct=result.passed, detail=f"{result.status}: {result.detail}".rstrip(": "))
+        return Score(extracted=code, correct=result.passed, detail=result.summary)
 
 
 class HumanEvalInstructTask(HumanEvalTask):

@@ -110,4 +110,4 @@ class MBPPTask(Task):
         ref = sample.reference
         source = f"{ref['setup']}\n{code}\n\n" + "\n".join(ref["tests"]) + "\n"
         result = sandbox.run_program(source, timeout=self.timeout_s, memory_mb=self.memory_mb)
-        return Score(extracted=code, correct=result.passed, detail=f"{result.status}: {result.detail}".rstrip(": "))
+        return Score(extracted=code, correct=result.passed, detail=result.summary)

@@ -50,6 +50,11 @@ class ExecResult:
     status: str  # "passed" | "failed" | "timeout" | "error"
     detail: str = ""
 
+    @property
+    def summary(self) -> str:
+        """`status: detail` for a record (the status alone when there is no detail)."""
+        return f"{self.status}: {self.detail}" if self.detail else self.status
+
 
 def opted_in(flag: bool = False) -> bool:
     """True when the flag is set or the environment variable holds a true value."""
