@@ -154,6 +154,38 @@ def test_prefix_text_adds_up_to_the_final_answer(tiny):
     assert short.text == tiny.tokenizer.decode(ids[:20])
 
 
+class _CountingTokenizer:
+    """A byte-level BPE tokenizer (multi-byte characters span tokens) that counts decoded tokens."""
+
+    def __init__(self, texts: list[str]):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        self.tok = Tokenizer(models.BPE())
+        self.tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        self.tok.decoder = decoders.ByteLevel()
+        self.tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        self.decoded = 0
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        self.decoded += len(ids)
+        return self.tok.decode(ids)
+
+
+def test_prefix_text_decodes_incrementally_and_keeps_multibyte_characters_whole():
+    text = "Zoë buys 12 crêpes 🍰 and 7 more: 12 + 7 = 19. " * 12
+    tok = _CountingTokenizer(["plain ascii words only, numbers 12 7 19"])  # so accents and emoji split into bytes
+    ids = tok.encode(text)
+    assert any("\ufffd" in tok.tok.decode([i]) for i in ids)  # some tokens are part of a character
+    stream = PrefixText(tok, stop_ids=(), max_tokens=len(ids), stops=[])
+    deltas = [stream.update(ids[:k]) for k in range(1, len(ids) + 1)]
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) == text
+    assert tok.decoded < 6 * len(ids)  # a full decode per step would be about len(ids)**2 / 2
+
+
 # -- chat template ---------------------------------------------------------------------------------
 
 

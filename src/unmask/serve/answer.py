@@ -48,22 +48,28 @@ class PrefixText:
 
     While the prefix is still open, the last token is held back (a byte-level token may be
     half a character, and detokenizers may merge it with the next), as are the characters
-    that could be the start of a stop string.
+    that could be the start of a stop string. Decoding is incremental (a window from one token
+    before the new ones, the way vLLM's detokenizer does it), so a whole stream costs
+    O(answer length) detokenizer work rather than a full decode per step.
     """
 
     def __init__(self, tokenizer: Any, stop_ids: tuple[int, ...], max_tokens: int, stops: list[str]):
         self.tokenizer, self.stop_ids, self.max_tokens, self.stops = tokenizer, stop_ids, max_tokens, stops
         self.sent = ""
         self._hold = max((len(s) for s in stops), default=1) - 1
+        self._ids: list[int] = []  # the tokens decoded so far; their text is self._text
+        self._text = ""
+        self._window = 0  # where the next decoding window starts (one token of context)
+        self._scanned = 0  # prefix tokens already checked for a stop id
+        self._first_stop: int | None = None
 
     def update(self, prefix: list[int]) -> str:
         """New text to send for this prefix (possibly empty)."""
-        first = _first_stop_id(prefix, self.stop_ids)
+        self._scan(prefix)
+        first = self._first_stop
         closed = first is not None or len(prefix) >= self.max_tokens
         n = min(len(prefix), self.max_tokens, first if first is not None else len(prefix))
-        text = self.tokenizer.decode(prefix[:n] if closed else prefix[: max(0, n - 1)])
-        if not closed:
-            text = text.rstrip("\ufffd")
+        text = self._decode(prefix, n if closed else max(0, n - 1), closed)
         cut = _cut_at_stop(text, self.stops)
         if cut is not None:
             text = text[:cut]
@@ -77,6 +83,31 @@ class PrefixText:
         if not final_text.startswith(self.sent):
             return None
         return self._advance(final_text)
+
+    def _scan(self, prefix: list[int]) -> None:
+        if self._first_stop is None:
+            hit = _first_stop_id(prefix[self._scanned :], self.stop_ids)
+            self._first_stop = None if hit is None else self._scanned + hit
+            self._scanned = len(prefix)
+
+    def _decode(self, prefix: list[int], n: int, closed: bool) -> str:
+        """Text of prefix[:n], decoding only the tokens added since the last call."""
+        done = len(self._ids)
+        if prefix[:done] != self._ids:  # not an extension (never expected): start over
+            self._ids, self._text, self._window = [], "", 0
+            done = 0
+        if n <= done:
+            return self._text
+        before = self.tokenizer.decode(self._ids[self._window :])
+        after = self.tokenizer.decode(prefix[self._window : n])
+        if not closed and after.endswith("\ufffd"):
+            return self._text  # half a character: wait for the token that completes it
+        if after.startswith(before):
+            self._text += after[len(before) :]
+        else:  # the new tokens changed how the window reads: decode the whole prefix once
+            self._text = self.tokenizer.decode(prefix[:n])
+        self._window, self._ids = done, list(prefix[:n])
+        return self._text
 
     def _advance(self, text: str) -> str:
         if len(text) <= len(self.sent) or not text.startswith(self.sent):
