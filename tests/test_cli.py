@@ -2,7 +2,7 @@
 
 import pytest
 
-from unmask.cli import main, parse_overrides
+from unmask.cli import main
 
 
 def test_generate_prints_answer_and_speed(llada_dir, capsys):
@@ -19,22 +19,45 @@ def test_generate_accepts_cache_overrides(llada_dir, capsys):
     assert "cache=prefix" in capsys.readouterr().err
 
 
-def test_overrides_parse_like_hydra():
-    model, cache, gen = parse_overrides(["model.path=/x", "cache=dllm", "cache.kp=50", "cache.rou=0.25",
-                                         "generation=vanilla", "generation.gen_length=256", "generation.stop_until_eos=true"])
-    assert model == {"path": "/x"}
-    assert cache == {"name": "dllm", "kp": 50, "rou": 0.25}
-    assert gen == {"gen_length": 256, "stop_until_eos": True}
+def test_generate_resolves_like_eval(monkeypatch, llada_dir, capsys):
+    """model=<name> finds the checkpoint under UNMASK_MODELS_DIR, the device and defaults come from
+    resolve_config (task-derived gen_length, instruct block length), and the command line wins."""
+    import unmask
+    from unmask.config import CHECKPOINT_DIRS, resolve_config
+
+    root = llada_dir.parent / "models-root"
+    root.mkdir(exist_ok=True)
+    link = root / CHECKPOINT_DIRS["llada-inst"]
+    if not link.exists():
+        link.symlink_to(llada_dir, target_is_directory=True)
+    monkeypatch.setenv("UNMASK_MODELS_DIR", str(root))
+    seen = {}
+    real = unmask.generate
+
+    def spy(model, **kwargs):
+        seen.update(kwargs)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(unmask, "generate", spy)
+    args = ["model=llada-inst", "cache=prefix", "generation.steps=8", "generation.gen_length=32"]
+    assert main(["generate", "a b", *args]) == 0
+    expected = resolve_config(args)
+    assert seen["cache"] == expected.cache and seen["cache"]["name"] == "prefix"
+    assert {k: seen[k] for k in expected.generation} == expected.generation
+    assert seen["block_length"] == 32 and seen["chat"] is True and seen["gen_length"] == 32
+    assert "NFE" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["cache=bogus"], "valid choices"),
-        (["cache=dllm", "cache.kq=1"], "valid parameters"),
-        (["cache.kp=1"], "without cache="),
-        (["generation.bogus=1"], "unknown generation option"),
-        (["foo=1"], "unknown override"),
+        (["cache=dllm", "cache.kq=1"], "valid keys"),
+        (["cache.kp=1"], "cache"),
+        (["generation.bogus=1"], "valid keys"),
+        (["foo=1"], "foo"),
+        (["dataset.limit=3"], "only apply to evaluation runs"),
+        (["model=tiny"], "more than once"),  # --model and model= both given
     ],
 )
 def test_bad_overrides_exit_2_with_message(llada_dir, capsys, args, message):
@@ -45,4 +68,12 @@ def test_bad_overrides_exit_2_with_message(llada_dir, capsys, args, message):
 
 def test_missing_model_dir_is_a_clear_error(tmp_path, capsys):
     assert main(["generate", "a", "--model", str(tmp_path / "nope")]) == 2
-    assert "no such checkpoint directory" in capsys.readouterr().err
+    assert "nope" in capsys.readouterr().err
+
+
+def test_named_model_without_weights_says_how_to_supply_them(monkeypatch, capsys):
+    monkeypatch.delenv("UNMASK_MODELS_DIR", raising=False)
+    assert main(["generate", "a", "model=llada-inst"]) == 2
+    assert "model.path=" in capsys.readouterr().err
+    assert main(["generate", "a", "model=llada-nope"]) == 2
+    assert "valid choices" in capsys.readouterr().err

@@ -37,6 +37,8 @@ CHECKPOINT_DIRS = {
 MODELS_DIR_ENV = "UNMASK_MODELS_DIR"
 
 INSTRUCT_BLOCK_LENGTH = 32
+# run-config keys that only mean something for evaluation runs
+EVAL_ONLY = ("dataset", "batch_size", "output_dir", "allow_code_execution")
 
 
 @dataclass
@@ -464,6 +466,13 @@ def resolve_config(overrides: list[str]) -> RunConfig:
     )
     _check_generation(generation, model["family"], cache_cls, cache)
     return RunConfig(model=model, cache=cache, generation=generation, dataset=dataset, explicit=explicit, **top)
+
+
+def reject_eval_only(cfg: RunConfig, command: str, allowed: tuple[str, ...] = ()) -> None:
+    """Commands that do not evaluate refuse evaluation-only keys rather than ignore them."""
+    unused = sorted(k for k in cfg.explicit if k.split(".")[0] in EVAL_ONLY and k not in allowed)
+    if unused:
+        raise ValueError(f"{unused} only apply to evaluation runs, not to {command}")
 
 
 def command_main(name: str, usage: str, argv: list[str] | None, body: Callable[[list[str]], int | None]) -> int:

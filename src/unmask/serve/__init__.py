@@ -31,8 +31,6 @@ DEFAULTS = {
     "batch_wait_ms": 5.0,
     "log_level": "info",
 }
-# run-config keys that only mean something for evaluation runs
-EVAL_ONLY = ("dataset", "batch_size", "output_dir", "allow_code_execution")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 USAGE = """usage: unmask serve [model=...] [cache=NAME cache.KEY=VALUE ...] [generation.KEY=VALUE ...] [SETTING=VALUE ...]
@@ -62,14 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(argv: list[str]) -> int:
-    from ..config import load_model, resolve_config, split_overrides
+    from ..config import load_model, reject_eval_only, resolve_config, split_overrides
 
     own, overrides = split_overrides(argv, SERVE_KEYS)
     settings = _settings(own)
     cfg = resolve_config(overrides)
-    unused = sorted(k for k in cfg.explicit if k.split(".")[0] in EVAL_ONLY)
-    if unused:
-        raise ValueError(f"{unused} only apply to evaluation runs, not to unmask serve")
+    reject_eval_only(cfg, "unmask serve")
     model = load_model(cfg)
 
     import uvicorn
