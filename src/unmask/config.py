@@ -176,6 +176,16 @@ def _check_key(base: dict, key: str) -> None:
         raise ValueError(f"'{key}' is a group of settings; set one of {_valid_keys(node, key + '.')}")
 
 
+def _assign(cfg: dict, key: str, value: Any) -> None:
+    """Set a checked dotted key to its Hydra-parsed value (what composing with it would give:
+    the YAML has no interpolations), so the config is composed once per resolve."""
+    *path, leaf = key.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    node[leaf] = value
+
+
 # -- value checks -----------------------------------------------------------------------------
 
 
@@ -247,20 +257,11 @@ def _typed(section: str, values: dict, schema: dict[str, Any]) -> dict:
 
 def _checkpoint_family(path: str, key: str) -> str:
     """The family a checkpoint directory holds, from its config.json alone (no weights read)."""
-    from .models.families import detect_family
+    from .models.checkpoint import read_config, resolve_path
 
-    if path == "tiny":
-        return "llada"
-    cfg_file = Path(path).expanduser() / "config.json"
-    if not cfg_file.is_file():
+    if path != "tiny" and not (Path(path).expanduser() / "config.json").is_file():
         raise ValueError(f"{key}={path}: no config.json there (expected a checkpoint directory)")
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{cfg_file}: not readable JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{cfg_file}: expected a JSON object")
-    return detect_family(raw, str(cfg_file)).name
+    return read_config(resolve_path(path))[1].name
 
 
 def _resolve_model(model: dict, explicit: set[str], group_choice: str) -> dict:
@@ -442,10 +443,10 @@ def resolve_config(overrides: list[str]) -> RunConfig:
         dotted.append(("model.path", model_path_from_group, model_path_from_group))
 
     group_overrides = [f"{g}={c}" for g, c in selections.items() if c is not None]
-    base = _compose(group_overrides)
-    for key, _, _ in dotted:
-        _check_key(base, key)
-    raw_cfg = _compose(group_overrides + [f"{key}={raw}" for key, _, raw in dotted])
+    raw_cfg = _compose(group_overrides)
+    for key, value, _ in dotted:
+        _check_key(raw_cfg, key)
+        _assign(raw_cfg, key, value)
 
     top = _typed("", raw_cfg, TOP_TYPES)
     top["attn_implementation"] = _choice("attn_implementation", top["attn_implementation"], ATTN_IMPLEMENTATIONS)

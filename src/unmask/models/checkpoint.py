@@ -37,6 +37,20 @@ def resolve_path(path_or_name: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: no such checkpoint directory (expected config.json, safetensors, tokenizer.json)")
 
 
+def read_config(path: Path) -> tuple[dict, Family]:
+    """A checkpoint directory's config.json and the family it describes (no weights read)."""
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{cfg_file}: missing")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{cfg_file}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object, found {type(raw).__name__}")
+    return raw, detect_family(raw, str(cfg_file))
+
+
 def _weight_files(path: Path) -> dict[str, Path]:
     """Map every checkpoint tensor name to the file holding it."""
     single, index = path / "model.safetensors", path / "model.safetensors.index.json"
@@ -104,15 +118,7 @@ def load(
         dtype = DTYPES[dtype]
     path = resolve_path(path_or_name)
     cfg_file = path / "config.json"
-    if not cfg_file.exists():
-        raise FileNotFoundError(f"{cfg_file}: missing")
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_file}: not valid JSON ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{cfg_file}: expected a JSON object, found {type(raw).__name__}")
-    family = detect_family(raw, str(cfg_file))
+    raw, family = read_config(path)
     cfg, tie = family.parse_config(raw, str(cfg_file))
     cfg.validate(str(cfg_file))
     tokenizer = Tokenizer.from_dir(path)
