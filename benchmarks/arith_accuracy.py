@@ -2,9 +2,11 @@
 
     python benchmarks/arith_accuracy.py [--model tiny] [--n 100] [--gen-length 256] [--batch 20]
 
-Decoding is the issue's reference setting: no cache, one token per step, blocks of 32;
-sequences stop once everything before their first EOS/EOT is decoded (the answer text is
-unchanged by that: committed tokens never move).
+Decoding is the issue's reference setting, resolved exactly as `unmask eval` resolves it: no
+cache, one token per step, blocks of 32; sequences stop once everything before their first
+EOS/EOT is decoded (the answer text is unchanged by that: committed tokens never move). Adds
+what the card also quotes: the share of outputs that end (EOS within the canvas) after an
+`#### n` answer line.
 """
 
 from __future__ import annotations
@@ -13,29 +15,26 @@ import argparse
 import json
 import time
 
-import unmask
-from unmask.tasks import answers, arith
+from unmask.config import load_model, resolve_config
+from unmask.evaluation import run_samples, task_samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--model", default="tiny", help="a model config name or a checkpoint directory")
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--gen-length", type=int, default=256)
     parser.add_argument("--batch", type=int, default=20)
     args = parser.parse_args()
-    model = unmask.load(args.model)
-    problems = arith.eval_split()[: args.n]
-    correct, ended, start = 0, 0, time.perf_counter()
-    for i in range(0, len(problems), args.batch):
-        chunk = problems[i : i + args.batch]
-        r = unmask.generate(model, prompts=[p["question"] for p in chunk], gen_length=args.gen_length,
-                            block_length=32, stop_until_eos=True)
-        for p, text, n in zip(chunk, r.texts, r.answer_tokens):
-            correct += answers.is_correct(text, p["answer"])
-            ended += n < args.gen_length and "####" in text
-    print(json.dumps({"model": args.model, "n": len(problems), "gen_length": args.gen_length,
-                      "accuracy": correct / len(problems), "ended_with_answer_line": ended / len(problems),
+    cfg = resolve_config([f"model={args.model}", "dataset.name=arith", f"dataset.limit={args.n}",
+                          f"generation.gen_length={args.gen_length}", "generation.stop_until_eos=true"])
+    model = load_model(cfg)
+    task, samples = task_samples(cfg)
+    start = time.perf_counter()
+    recs = run_samples(model, task, samples, generation=cfg.generation, batch_size=args.batch, warmup=False)
+    ended = sum(r["tokens"] < args.gen_length and "####" in r["output"] for r in recs)
+    print(json.dumps({"model": args.model, "n": len(recs), "gen_length": args.gen_length,
+                      "accuracy": sum(r["correct"] for r in recs) / len(recs), "ended_with_answer_line": ended / len(recs),
                       "seconds": round(time.perf_counter() - start, 1)}))
 
 

@@ -277,9 +277,8 @@ def run_bench(
     from tqdm import tqdm
 
     from . import plots
-    from .evaluation import check_code_execution, select_samples
+    from .evaluation import task_samples
     from .generate import generate
-    from .tasks.registry import TASKS, get_task
 
     methods = list(methods or METHODS)
     cfgs = resolve_methods(methods, user)
@@ -297,12 +296,9 @@ def run_bench(
     if trace and unknown:
         raise ValueError(f"trace_methods={','.join(trace_methods)}: {unknown} not among methods={','.join(methods)}")
 
-    check_code_execution(first, TASKS[first.dataset["name"]])
+    task, samples = task_samples(first)
     require_model_path(first)
     kept = keep_freed_memory()  # steady step times: no page faults from re-mapping freed temporaries
-    data = first.dataset
-    task = get_task(data["name"], n_shot=data["n_shot"], path=data["path"], split=data["split"])
-    samples = select_samples(task, first.dataset["limit"])
     if not samples:
         raise ValueError(f"dataset.name={first.dataset['name']} has no samples")
     torch.manual_seed(first.seed)

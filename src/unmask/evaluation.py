@@ -128,6 +128,17 @@ def select_samples(task: Task, limit: int | None) -> list[Sample]:
     return samples
 
 
+def task_samples(cfg: RunConfig) -> tuple[Task, list[Sample]]:
+    """The run's task and its first `dataset.limit` samples (what eval, bench and scripts decode);
+    a task that runs generated code needs the opt-in first."""
+    from .tasks.registry import TASKS, get_task
+
+    data = cfg.dataset
+    check_code_execution(cfg, TASKS[data["name"]])
+    task = get_task(data["name"], n_shot=data["n_shot"], path=data["path"], split=data["split"])
+    return task, select_samples(task, data["limit"])
+
+
 # -- the runner ---------------------------------------------------------------------------------
 
 
@@ -137,17 +148,13 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     from accelerate import PartialState
     from tqdm import tqdm
 
-    from .tasks.registry import TASKS, get_task
-
-    check_code_execution(cfg, TASKS[cfg.dataset["name"]])
+    task, samples = task_samples(cfg)
     require_model_path(cfg)
     device = resolve_device(cfg.model["device"])
     # cpu=True lets a torchrun-style launch without GPUs form a gloo (MULTI_CPU) group.
     state = PartialState(cpu=torch.device(device).type == "cpu")
     rank, world = state.process_index, state.num_processes
     _warn_single_cpu_launch(world)
-    task = get_task(cfg.dataset["name"], n_shot=cfg.dataset["n_shot"], path=cfg.dataset["path"], split=cfg.dataset["split"])
-    samples = select_samples(task, cfg.dataset["limit"])
     if cfg.output_dir is None:
         cfg.output_dir = records.default_output_dir(cfg.to_dict())
     out = Path(cfg.output_dir)
