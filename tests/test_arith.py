@@ -120,28 +120,52 @@ def test_is_correct():
     assert is_correct("#### -5", "#### -5") and not is_correct("#### 5", "#### -5")
 
 
-def test_tokenizer_round_trips_problems_and_splits_digits(tmp_path):
+def _built_tokenizer(tmp_path, texts: list[str], **kwargs):
     from tokenizers import Tokenizer
 
     from unmask.models.families import LLADA_CHAT
-    from unmask.tasks.tokenizer_build import SPECIAL_TOKENS, build_tokenizer
+    from unmask.tasks.tokenizer_build import build_tokenizer
+
+    return Tokenizer.from_file(str(build_tokenizer(tmp_path, texts + [" ".join(arith.lexicon()), LLADA_CHAT], **kwargs)))
+
+
+def _number_tokens(tok, text: str) -> list[str]:
+    return [t for t in tok.encode(text, add_special_tokens=False).tokens if t.strip().isdigit()]
+
+
+def test_tokenizer_round_trips_problems_with_whole_number_tokens(tmp_path):
+    from unmask.models.families import LLADA_CHAT
+    from unmask.tasks.tokenizer_build import SPECIAL_TOKENS
 
     rng = random.Random(3)
     problems = [arith.make_problem(rng) for _ in range(300)]
     texts = [p["question"] + "\n" + p["answer"] for p in problems]
-    tok = Tokenizer.from_file(str(build_tokenizer(tmp_path, texts[:200] + [" ".join(arith.lexicon()), LLADA_CHAT])))
-    assert tok.get_vocab_size() < 600
-    for text in texts[200:] + ["Zed has 1,234 odd  words\tand é!"]:
+    tok = _built_tokenizer(tmp_path, texts[:200])
+    assert tok.get_vocab_size() < 1600  # specials, ASCII, 990 numbers and the task's words
+    for text in texts[200:] + ["Zed has 1,234 odd  words\tand é!", "007 and 123456789"]:
         assert tok.decode(tok.encode(text, add_special_tokens=False).ids, skip_special_tokens=False).replace(
             "<|unk|>", "é") == text
     enc = tok.encode("Mia has 305 apples.", add_special_tokens=False)
-    assert [t for t in enc.tokens if t.strip().isdigit()] == ["3", "0", "5"]
+    assert _number_tokens(tok, "Mia has 305 apples.") == ["305"]
     assert enc.tokens[0] == "Mia" and " apples" in enc.tokens  # whole words are single tokens
+    # every number an equation can hold is one token, so `a op b = r` always spans 5 tokens
+    for a, b in ((7, 5), (25, 97), (999, 0), (100, 10)):
+        assert len(tok.encode(f"{a} + {b} = {a + b}", add_special_tokens=False).ids) == (5 if a + b < 1000 else 6)
+    assert _number_tokens(tok, "1234567") == ["123", "456", "7"]  # longer runs: groups of three
     prompt = LLADA_CHAT.format(content=problems[0]["question"])
     ids = tok.encode(prompt, add_special_tokens=False).ids
     for special in SPECIAL_TOKENS[1:2] + SPECIAL_TOKENS[3:]:
         assert tok.token_to_id(special) in ids
     assert tok.decode(ids, skip_special_tokens=False) == prompt
+
+
+def test_tokenizer_can_split_digits(tmp_path):
+    rng = random.Random(4)
+    texts = [p["question"] + "\n" + p["answer"] for p in (arith.make_problem(rng) for _ in range(100))]
+    tok = _built_tokenizer(tmp_path, texts, whole_numbers=False)
+    assert tok.get_vocab_size() < 600
+    assert _number_tokens(tok, "Mia has 305 apples.") == ["3", "0", "5"]
+    assert tok.decode(tok.encode(texts[0], add_special_tokens=False).ids) == texts[0]
 
 
 def _mixed_stream(seed: int, n: int, prompt: str, **fractions) -> tuple[list[dict], list[dict]]:

@@ -129,3 +129,22 @@ def test_resume_may_extend_the_context(tmp_path):
     assert summary["resumed"] and summary["steps"] == 2
     model = unmask.load(tmp_path / "d")
     assert model.cfg.max_position == 1024
+
+
+def test_fourier_number_init_puts_numbers_on_a_line(tmp_path):
+    run, _ = build_run(tiny(tmp_path / "run", number_init="fourier", d_model=64))
+    vocab = run.batcher.tok.get_vocab()
+    dims = train_mod.FOURIER_DIMS
+    for weight in (run.module.embed.weight, run.module.lm_head.weight):
+        line = weight[[vocab[str(n)] for n in range(200)], :dims].detach().double()
+        # a rotation by a fixed angle per step: row n+1 is the same linear map of row n for every n
+        shift, *_ = torch.linalg.lstsq(line[:-1], line[1:], driver="gelsd")
+        assert torch.allclose(line[:-1] @ shift, line[1:], atol=1e-4)
+        # numbers still differ: each row is closest (in the Fourier block) to itself
+        sims = line @ line.T
+        assert (sims.argmax(dim=1) == torch.arange(200)).all()
+    words = run.module.embed.weight[vocab["Mia"], :dims]
+    plain, _ = build_run(tiny(tmp_path / "plain", d_model=64))
+    assert torch.equal(words, plain.module.embed.weight[vocab["Mia"], :dims])  # other tokens untouched
+    with pytest.raises(ValueError, match="number_init"):
+        train(tiny(tmp_path / "bad", number_init="digits", max_steps=1))
