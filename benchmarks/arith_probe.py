@@ -3,8 +3,9 @@
     python benchmarks/arith_probe.py [--model tiny] [--n 300]
 
 For each evaluation problem: the question (chat template) plus the gold solution up to the first
-"a op b = " is the clean context, then masks; the result digits are filled greedily left to
-right, one forward each. Prints exact-result accuracy per operation and operand size, which
+"a op b = " is the clean context, then masks; the result's tokens (one per digit, or one for a
+whole number, as the model's tokenizer splits it) are filled greedily left to right, one forward
+each. Prints exact-result accuracy per operation and operand size, which
 separates "cannot do arithmetic" from "loses track of the story" when whole-problem accuracy
 is low (the model card quotes this).
 """
@@ -24,12 +25,12 @@ from unmask.tasks import arith
 EQUATION = re.compile(r"(\d+) ([+\-*/]) (\d+) = (\d+)")
 
 
-def first_result(model, question: str, prefix: str, digits: int) -> str:
-    """Greedy left-to-right fill of `digits` masked positions after question + prefix."""
+def first_result(model, question: str, prefix: str, n_tokens: int) -> str:
+    """Greedy left-to-right fill of `n_tokens` masked positions after question + prefix."""
     context = encode_prompts(model, [question], chat=True)[0] + model.tokenizer.encode(prefix)
     canvas = torch.tensor([context + [model.special.mask] * 64])
     out = []
-    for k in range(digits):
+    for k in range(n_tokens):
         with torch.inference_mode():
             token = model.module(canvas)[0, len(context) + k].argmax().item()
         canvas[0, len(context) + k] = token
@@ -49,7 +50,8 @@ def main() -> None:
         if not match:
             continue
         a, op, b, result = match.groups()
-        guess = first_result(model, problem["question"], problem["answer"][: match.start(4)], len(result))
+        n_tokens = len(model.tokenizer.encode(result))
+        guess = first_result(model, problem["question"], problem["answer"][: match.start(4)], n_tokens)
         key = f"{op} {'one-digit' if max(len(a), len(b)) == 1 else 'multi-digit'}"
         hits = tally.setdefault(key, [0, 0])
         hits[0] += guess == result
