@@ -155,19 +155,25 @@ def init_weights(module: DiffusionLM, std: float) -> None:
 
 
 NUMBER_INIT = ("random", "fourier")
-FOURIER_DIMS = 32  # 16 periods, geometric from 2 to 2,000
+# Whole periods, so every phase is exact modular arithmetic: the periods 10, 100, 1000 carry a
+# number's last one, two and three digits (carries included), the small ones its residues.
+FOURIER_PERIODS = (2, 3, 4, 5, 7, 8, 9, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
+FOURIER_DIMS = 2 * len(FOURIER_PERIODS)
 
 
 def init_number_rows(module: DiffusionLM, vocab: dict[str, int], std: float) -> int:
     """Start every whole-number token's input and output rows on a number line.
 
-    The first FOURIER_DIMS dimensions of number n become cos/sin(2 pi n / P) over periods P,
-    the rest stay random. Adding two numbers is then a rotation of these features (a product of
-    two of them, which the gated MLP computes directly) and reading out a result is a dot
-    product with the same features, the solution small transformers otherwise find only after
-    long training on modular arithmetic. Returns how many rows were set.
+    The first FOURIER_DIMS dimensions of number n become cos/sin(2 pi n / P) over the periods
+    FOURIER_PERIODS, the rest stay random. Adding or subtracting two numbers is then a rotation
+    of these features (products of two of them, which the gated MLP computes directly) and
+    reading out a result is a dot product with the same features, the solution small
+    transformers otherwise find only after long training on modular arithmetic. Measured on the
+    bundled task: with periods spaced geometrically from 2 to 2,000 (none of them 10, 100 or
+    1000), additions came out close but mostly not exact after 7,500 steps; whole periods make
+    the units phase exact. Returns how many rows were set.
     """
-    periods = torch.logspace(math.log10(2), math.log10(2000), FOURIER_DIMS // 2, dtype=torch.float64)
+    periods = torch.tensor(FOURIER_PERIODS, dtype=torch.float64)
     numbers = {tok: int(tok) for tok in vocab if tok.isdigit() and (tok == "0" or not tok.startswith("0"))}
     if not numbers:
         return 0
