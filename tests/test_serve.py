@@ -34,13 +34,14 @@ BUSY_ARGS = ["max_queue=1", "max_batch=1", "workers=1"]
 GEN = 32
 
 
-def _questions(n: int) -> list[str]:
+def _problems(n: int) -> list[dict]:
     path = resources.files("unmask") / "tasks" / "data" / "arith_eval.jsonl"
-    lines = path.read_text().splitlines()[:n]
-    return [json.loads(line)["question"] for line in lines]
+    return [json.loads(line) for line in path.read_text().splitlines()[:n]]
 
 
-QUESTIONS = _questions(16)
+QUESTIONS = [p["question"] for p in _problems(16)]
+# the longest worked answer among the first 50: more tokens than GEN, so a max_tokens cut
+LONG_QUESTION = max(_problems(50), key=lambda p: len(p["answer"]))["question"]
 EOS_QUESTION = "Ivy starts with 20 flowers. Ivy uses 8 flowers for a project. How many more flowers does Ivy need to have 17 flowers?"
 
 
@@ -267,7 +268,7 @@ def test_batcher_batches_equal_settings_only(tiny):
 def test_chat_completion_equals_generate(server, tiny):
     client = server.client()
     reasons = set()
-    for question in (QUESTIONS[0], EOS_QUESTION):
+    for question in (LONG_QUESTION, EOS_QUESTION):
         resp = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}], max_tokens=GEN)
         ref, reason = _reference(tiny, question)
         assert resp.object == "chat.completion" and resp.model == "tiny"

@@ -1,8 +1,8 @@
 """Synthetic arithmetic word problems shaped like GSM8K, to train and evaluate the bundled model.
 
-The problems are built so that a tiny model can learn them on a CPU in about an hour: operands
-are mostly 2..20 (some up to 99), every value stays under 1000, products have one factor under
-10, division is always exact, and each solution line restates one question sentence and then
+The problems are built so that a tiny model can learn them on a CPU in a couple of hours:
+operands are mostly 2..20 (some up to 50, and a starting amount up to 99), every value stays at
+most 200, products have one factor under 10, division is always exact, and each solution line restates one question sentence and then
 writes its equation out (`clause: a op b = r.`). Every number in an answer is therefore either
 copied (from the question or an earlier line) or computed from the two operands just before it.
 Names, items, containers, phrasings and 2..6 chained steps still make the question worth reading.
@@ -23,7 +23,7 @@ from . import data
 EVAL_SEED = 20250101
 EVAL_SIZE = 1000
 EVAL_FILE = Path(__file__).resolve().parent / "data" / "arith_eval.jsonl"
-MAX_VALUE = 999  # every value in a problem stays below 1000
+MAX_VALUE = 200  # every value in a problem stays at or below this
 MAX_FACTOR = 20  # the larger factor of a product; the smaller one is 2..9
 MIN_STEPS, MAX_STEPS = 2, 6
 
@@ -52,8 +52,8 @@ DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 
 
 def small(rng: random.Random, lo: int = 2) -> int:
-    """An operand: usually lo..20, sometimes 21..99."""
-    return rng.randint(lo, 20) if rng.random() < 0.8 else rng.randint(21, 99)
+    """An operand: usually lo..20, sometimes 21..50."""
+    return rng.randint(lo, 20) if rng.random() < 0.8 else rng.randint(21, 50)
 
 
 def equation(a: int, op: str, b: int, r: int) -> str:
