@@ -39,9 +39,10 @@ def _problems(n: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()[:n]]
 
 
-QUESTIONS = [p["question"] for p in _problems(16)]
+PROBLEMS = _problems(50)
+QUESTIONS = [p["question"] for p in PROBLEMS[:16]]
 # the longest worked answer among the first 50: more tokens than GEN, so a max_tokens cut
-LONG_QUESTION = max(_problems(50), key=lambda p: len(p["answer"]))["question"]
+LONG_QUESTION = max(PROBLEMS, key=lambda p: len(p["answer"]))["question"]
 EOS_QUESTION = "Ivy starts with 20 flowers. Ivy uses 8 flowers for a project. How many more flowers does Ivy need to have 17 flowers?"
 
 

@@ -1,10 +1,11 @@
 """Synthetic arithmetic word problems shaped like GSM8K, to train and evaluate the bundled model.
 
-The problems are built so that a tiny model can learn them on a CPU in a couple of hours:
-operands are mostly 2..20 (some up to 50, and a starting amount up to 99), every value stays at
-most 200, products have one factor under 10, division is always exact, and each solution line restates one question sentence and then
-writes its equation out (`clause: a op b = r.`). Every number in an answer is therefore either
-copied (from the question or an earlier line) or computed from the two operands just before it.
+The problems are built so that a tiny model can learn them on a CPU in a few hours: operands
+are mostly 2..20 (some up to 50, and a starting amount up to 99), no value exceeds 200, products
+have one factor under 10, division is always exact, and each solution line restates one question
+sentence and then writes its equation out (`clause: a op b = r.`). Every number in an answer is
+therefore either copied (from the question or an earlier line) or computed from the two operands
+just before it.
 Names, items, containers, phrasings and 2..6 chained steps still make the question worth reading.
 """
 
