@@ -97,11 +97,40 @@ def test_method_defaults_merge_with_user_overrides():
     assert "cache.use_dual=true" in merged and "dataset.limit=3" in merged
 
 
+def test_variant_settings_win_over_paper_defaults_and_user_overrides():
+    merged = bench.method_overrides(
+        "d2cache/generation.block_length=32/generation.sigma=0", ["generation.block_length=64", "dataset.limit=3"]
+    )
+    assert "cache=d2cache" in merged and "dataset.limit=3" in merged
+    assert "generation.block_length=32" in merged and "generation.block_length=64" not in merged
+    cfgs = bench.resolve_methods(["dllm", "dllm/cache.kr=2", "d2cache", "d2cache/generation.block_length=32"], [])
+    assert cfgs["dllm"].cache["kr"] == 7 and cfgs["dllm/cache.kr=2"].cache["kr"] == 2  # arith's paper value vs the variant
+    assert cfgs["d2cache"].generation["block_length"] is None  # d2Cache's own default: no blocks
+    assert cfgs["d2cache/generation.block_length=32"].generation["block_length"] == 32
+
+
+def test_a_recompute_everything_variant_decodes_like_the_baseline_side_by_side(tmp_path):
+    """kp=1 makes every dLLM-Cache step a full refresh; the variant's rows must then equal the baseline's."""
+    variant = "dllm/cache.kp=1/cache.kr=1"
+    code = bench.main([f"methods=baseline,dllm,{variant}", "dataset.limit=2", "generation.gen_length=32",
+                       "trace=false", "threads=1", f"output_dir={tmp_path}"])
+    assert code == 0
+    payload = json.loads((tmp_path / "results.json").read_text())
+    recs = payload["records"]["32"]
+    assert [r["raw_output"] for r in recs[variant]] == [r["raw_output"] for r in recs["baseline"]]
+    assert [r["method"] for r in payload["methods"]] == ["baseline", "dllm", variant]
+    assert payload["configs"][variant]["cache"]["kp"] == 1 and payload["configs"]["dllm"]["cache"]["kp"] == 50
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["methods=baseline,nope"], "unknown method 'nope'"),
         (["methods=baseline,baseline"], "twice"),
+        (["methods=baseline,dllm/kr=2"], "'kr=2' is not a cache.KEY=VALUE"),
+        (["methods=baseline,dllm/model.dtype=bfloat16"], "not a cache.KEY=VALUE or generation.KEY=VALUE"),
+        (["methods=baseline,baseline/cache.kr=2"], "needs a cache method first"),
+        (["methods=dllm,dllm/cache.nope=1"], "unknown key 'cache.nope'"),
         (["cache=prefix"], "sets each method's cache itself"),
         (["lengths=32,x"], "not an integer"),
         (["methods=baseline,dual", "trace_methods=elastic"], "not among methods"),

@@ -60,7 +60,8 @@ USAGE = f"""usage: unmask bench [methods=a,b,...] [lengths=L1,L2,...] [trace=tru
 
 Runs cache methods side by side on the same samples (interleaved, warm-up first) and writes
 results.csv, results.json, pareto.png, speedup_vs_length.png and trace.png to output_dir.
-  methods=       {",".join(METHODS)} (default: all, each with its paper defaults)
+  methods=       {",".join(METHODS)} (default: all, each with its paper defaults);
+                 a variant changes settings of one: dllm/cache.kr=2, d2cache/generation.block_length=32
   lengths=       generation lengths for speedup_vs_length.png, one run each (default: generation.gen_length)
   trace=         draw trace.png for one sample (default true); trace_methods= the two methods (default: two cache methods)
   threads=       torch CPU threads (default: torch's)
@@ -76,13 +77,31 @@ def _key(item: str) -> str:
     return item.split("=", 1)[0].strip()
 
 
+VARIANT_PREFIXES = ("cache.", "generation.")
+
+
+def parse_method(spec: str) -> tuple[str, list[str]]:
+    """`dllm/cache.kr=2/cache.rou=0.5` -> ("dllm", ["cache.kr=2", "cache.rou=0.5"]).
+
+    A variant is a method with some of its cache or generation settings changed, so that a
+    parameter sweep runs side by side (interleaved, one clock) with the paper defaults."""
+    name, *settings = spec.split("/")
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r} in methods=; valid: {','.join(METHODS)} (variants: name/key=value/...)")
+    for item in settings:
+        if "=" not in item or not _key(item).startswith(VARIANT_PREFIXES):
+            raise ValueError(
+                f"methods=...{spec}: '{item}' is not a cache.KEY=VALUE or generation.KEY=VALUE setting of the variant"
+            )
+    return name, settings
+
+
 def method_overrides(method: str, user: list[str]) -> list[str]:
-    """The method's paper defaults merged with the user's overrides (the user's win, key by key)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r} in methods=; valid: {','.join(METHODS)}")
-    mine = {_key(o): o for o in METHODS[method]}
-    theirs = {_key(o): o for o in user}
-    return list({**mine, **theirs}.values())
+    """The method's paper defaults, then the user's overrides, then the variant's own settings
+    (later ones win, key by key)."""
+    name, variant = parse_method(method)
+    layers = [{_key(o): o for o in part} for part in (METHODS[name], user, variant)]
+    return list({k: v for layer in layers for k, v in layer.items()}.values())
 
 
 def check_user_overrides(user: list[str]) -> None:
