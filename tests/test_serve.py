@@ -307,11 +307,13 @@ def test_per_request_dllm_settings_equal_generate(server, tiny):
 def test_seeded_sampling_is_reproducible_and_equals_generate(server, tiny):
     client = server.client()
     question = QUESTIONS[4]
-    ask = lambda seed: client.completions.create(  # noqa: E731
-        model="tiny", prompt=question, max_tokens=GEN, temperature=1.0, seed=seed
-    ).choices[0].text
-    ref, _ = _reference(tiny, question, chat=False, temperature=1.0, seed=3)
-    greedy, _ = _reference(tiny, question, chat=False)
+    # The model is sure of its answers to in-domain questions: at temperature 1 samples equal the
+    # greedy text, so a hot temperature makes the sampling visible.
+    ask = lambda seed: client.chat.completions.create(  # noqa: E731
+        model="tiny", messages=[{"role": "user", "content": question}], max_tokens=GEN, temperature=5.0, seed=seed
+    ).choices[0].message.content
+    ref, _ = _reference(tiny, question, temperature=5.0, seed=3)
+    greedy, _ = _reference(tiny, question)
     assert ask(3) == ask(3) == ref.texts[0] != greedy.texts[0]
 
 
@@ -344,11 +346,13 @@ def _stream_text(chunks, chat: bool):
     return texts, reasons, extras
 
 
-def test_streamed_chunks_reassemble_to_the_greedy_text(server):
+def test_streamed_chunks_reassemble_to_the_greedy_text(server, tiny):
     client = server.client()
-    question = QUESTIONS[1]  # a raw completion the bundled model answers with text (some start with EOS)
-    plain = client.completions.create(model="tiny", prompt=question, max_tokens=GEN)
-    chunks = client.completions.create(model="tiny", prompt=question, max_tokens=GEN, stream=True,
+    question = QUESTIONS[1]
+    # The bundled model answers a bare question with EOS; a raw prompt in its chat format gets the worked answer.
+    raw = tiny.chat_template.format(content=question)
+    plain = client.completions.create(model="tiny", prompt=raw, max_tokens=GEN)
+    chunks = client.completions.create(model="tiny", prompt=raw, max_tokens=GEN, stream=True,
                                        stream_options={"include_usage": True})
     texts, reasons, extras = _stream_text(chunks, chat=False)
     assert plain.choices[0].text and "".join(texts) == plain.choices[0].text
