@@ -240,7 +240,8 @@ def test_leftover_rank_files_are_merged_and_skipped(tmp_path):
     run(SMALL + ["dataset.limit=2", f"output_dir={out}"])
     recs = lines(out / "samples.jsonl")
     # As if a 2-process run had recorded sample 3 on rank 1 before being stopped.
-    extra = {**recs[1], "id": ArithTask().load()[2].id, "output": "from rank 1"}
+    third = ArithTask().load()[2]
+    extra = {**recs[1], "id": third.id, "prompt": third.prompt, "output": "from rank 1"}
     (out / "samples.rank1.jsonl").write_text(json.dumps(extra) + "\n")
     run(SMALL + ["dataset.limit=3", f"output_dir={out}"])
     final = lines(out / "samples.jsonl")
@@ -257,6 +258,40 @@ def test_resume_refuses_a_directory_with_another_config(tmp_path):
     with pytest.raises(ValueError, match=r"cache: None -> .*cache.name: '<unset>' -> 'prefix'"):
         run(SMALL + ["cache=prefix", "dataset.limit=1", f"output_dir={out}"])
     assert run(SMALL + ["dataset.limit=2", f"output_dir={out}"])["samples"] == 2  # limit is result-neutral
+
+
+def test_records_of_other_weights_or_other_prompts_are_not_resumed(tmp_path):
+    """A checkpoint retrained in place, or a dataset changed under the same ids, must not reuse old records."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from unmask.models.checkpoint import resolve_path
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(resolve_path("tiny"), ckpt)
+    args = SMALL + [f"model.path={ckpt}", "dataset.limit=1"]
+    out = tmp_path / "run"
+    run(args + [f"output_dir={out}"])
+    first_default = records.default_output_dir(json.loads((out / "config.json").read_text()))
+    tensors = load_file(ckpt / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * 1.01  # "retrained": same names, shapes and file size
+    save_file(tensors, ckpt / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model.fingerprint: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
+        run(args + [f"output_dir={out}"])
+    # Without output_dir= the new weights get a directory of their own.
+    summary = run(args + [f"output_dir={tmp_path / 'new'}"])
+    assert records.default_output_dir(json.loads((tmp_path / "new" / "config.json").read_text())) != first_default
+    assert summary["samples"] == 1
+
+    stale = tmp_path / "stale"
+    run(SMALL + ["dataset.limit=2", f"output_dir={stale}"])
+    recs = lines(stale / "samples.jsonl")
+    recs[1]["prompt"] = "Eli owns 25 marbles. He finds 97 more marbles."
+    (stale / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(ValueError, match=r"record of eval-0001 made for another prompt"):
+        run(SMALL + ["dataset.limit=2", f"output_dir={stale}"])
 
 
 # -- main(): errors before loading, code-execution opt-in ---------------------------------------------

@@ -148,6 +148,8 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     from accelerate import PartialState
     from tqdm import tqdm
 
+    from .models.checkpoint import fingerprint, resolve_path
+
     task, samples = task_samples(cfg)
     require_model_path(cfg)
     device = resolve_device(cfg.model["device"])
@@ -155,10 +157,12 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     state = PartialState(cpu=torch.device(device).type == "cpu")
     rank, world = state.process_index, state.num_processes
     _warn_single_cpu_launch(world)
-    if cfg.output_dir is None:
-        cfg.output_dir = records.default_output_dir(cfg.to_dict())
-    out = Path(cfg.output_dir)
     config = cfg.to_dict()
+    # The weights' content is part of the config: records of another checkpoint under the same name are not resumed.
+    config["model"] = {**config["model"], "fingerprint": fingerprint(resolve_path(require_model_path(cfg)))}
+    if cfg.output_dir is None:
+        cfg.output_dir = config["output_dir"] = records.default_output_dir(config)
+    out = Path(cfg.output_dir)
     resuming = records.check_config(out, config)  # every process checks, so all fail alike
     order = [s.id for s in samples]
     if state.is_main_process:
@@ -168,6 +172,7 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     state.wait_for_everyone()
 
     done = records.read_records(out)
+    records.check_prompts(out, done, samples)
     pending = [s for s in samples if s.id not in done]
     mine = pending[rank::world]
     if state.is_main_process:

@@ -83,6 +83,17 @@ def check_config(out_dir: str | Path, config: dict) -> bool:
     return True
 
 
+def check_prompts(out_dir: str | Path, done: dict[str, dict], samples: Iterable) -> None:
+    """Raise when a finished record's prompt is not its sample's prompt (the data changed under the same ids)."""
+    for sample in samples:
+        rec = done.get(sample.id)
+        if rec is not None and rec.get("prompt") != sample.prompt:
+            raise ValueError(
+                f"{out_dir} holds a record of {sample.id} made for another prompt (the dataset changed), refusing "
+                "to resume into it; choose another output_dir=... or remove the directory"
+            )
+
+
 def write_config(out_dir: str | Path, config: dict) -> None:
     from omegaconf import OmegaConf
 

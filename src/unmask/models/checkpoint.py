@@ -51,6 +51,32 @@ def read_config(path: Path) -> tuple[dict, Family]:
     return raw, detect_family(raw, str(cfg_file))
 
 
+FINGERPRINT_WINDOWS, FINGERPRINT_WINDOW_BYTES = 16, 1 << 16
+
+
+def fingerprint(path: Path) -> str:
+    """A short hash of a checkpoint's content, so records made with other weights are never reused.
+
+    config.json and tokenizer.json are hashed whole; each weight file by its size and 16 evenly
+    spaced 64 KiB windows (retrained weights differ in every window, and an 8B checkpoint is
+    fingerprinted in milliseconds)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name in ("config.json", "tokenizer.json"):
+        file = path / name
+        digest.update(name.encode() + (file.read_bytes() if file.exists() else b"<missing>"))
+    for file in sorted(set(_weight_files(path).values())):
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        step = max(size - FINGERPRINT_WINDOW_BYTES, 0) / max(FINGERPRINT_WINDOWS - 1, 1)
+        with open(file, "rb") as f:
+            for i in range(FINGERPRINT_WINDOWS):
+                f.seek(int(i * step))
+                digest.update(f.read(FINGERPRINT_WINDOW_BYTES))
+    return digest.hexdigest()[:16]
+
+
 def _weight_files(path: Path) -> dict[str, Path]:
     """Map every checkpoint tensor name to the file holding it."""
     single, index = path / "model.safetensors", path / "model.safetensors.index.json"
