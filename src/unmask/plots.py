@@ -27,24 +27,22 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def pareto(rows: Sequence[dict], path: str | Path, title: str = "", colors: dict[str, str] | None = None) -> Path:
-    """Accuracy (%) against tokens/s (log scale), one labelled point per method.
+    """Accuracy (%) against tokens/s (log scale), one point per method, named in a legend below.
 
+    A legend rather than labels beside the points: methods often share a spot (same accuracy,
+    similar speed) and variant names are long, so in-plot labels collide.
     `rows` carry `method`, `accuracy` (0..1) and `tokens_per_second`; rows without a speed are skipped.
     `colors` (method -> matplotlib color) keeps a method's color the same across plots.
     """
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
     points = [r for r in rows if r.get("tokens_per_second") and r.get("accuracy") is not None]
-    placed: list[tuple[float, float]] = []
+    fig = Figure(figsize=(6.4, 4.4 + 0.2 * len(points)))
+    ax = fig.add_subplot()
+    markers = "osD^v<>ph*"
     for i, r in enumerate(points):
         x, y = float(r["tokens_per_second"]), 100 * float(r["accuracy"])
-        ax.scatter([x], [y], s=42, color=(colors or {}).get(r["method"], f"C{i % 10}"), zorder=3)
-        crowded = sum(abs(math.log10(x / px)) < 0.15 and abs(y - py) < 2.5 for px, py in placed)
-        placed.append((x, y))
-        # Crowded labels alternate between upper right and upper left, stepping up when more crowd in.
-        lift = 5 + 10 * (crowded // 2)
-        offset, align = ((5, lift), "left") if crowded % 2 == 0 else ((-5, lift), "right")
-        ax.annotate(str(r["method"]), (x, y), textcoords="offset points", xytext=offset, fontsize=9, ha=align)
+        color = (colors or {}).get(r["method"], f"C{i % 10}")
+        label = f"{r['method']} ({y:.0f} %, {x:.3g} tok/s)" if x < 1000 else f"{r['method']} ({y:.0f} %, {x:,.0f} tok/s)"
+        ax.scatter([x], [y], s=46, color=color, marker=markers[i % len(markers)], zorder=3, label=label)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -58,6 +56,8 @@ def pareto(rows: Sequence[dict], path: str | Path, title: str = "", colors: dict
         ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
         ax.set_ylim(max(0.0, min(ys) - 5), min(100.0, max(ys) + 5) if max(ys) + 5 > 10 else 10.0)
     ax.set_title(title or "accuracy vs speed", fontsize=10)
+    if points:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False, ncol=1)
     return _save(fig, path)
 
 
