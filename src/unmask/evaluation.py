@@ -151,7 +151,7 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     from .models.checkpoint import fingerprint, resolve_path
 
     task, samples = task_samples(cfg)
-    require_model_path(cfg)
+    checkpoint = resolve_path(require_model_path(cfg))  # fails before any process group forms
     device = resolve_device(cfg.model["device"])
     # cpu=True lets a torchrun-style launch without GPUs form a gloo (MULTI_CPU) group.
     state = PartialState(cpu=torch.device(device).type == "cpu")
@@ -159,7 +159,7 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     _warn_single_cpu_launch(world)
     config = cfg.to_dict()
     # The weights' content is part of the config: records of another checkpoint under the same name are not resumed.
-    config["model"] = {**config["model"], "fingerprint": fingerprint(resolve_path(require_model_path(cfg)))}
+    config["model"] = {**config["model"], "fingerprint": fingerprint(checkpoint)}
     if cfg.output_dir is None:
         cfg.output_dir = config["output_dir"] = records.default_output_dir(config)
     out = Path(cfg.output_dir)

@@ -41,7 +41,8 @@ def pareto(rows: Sequence[dict], path: str | Path, title: str = "", colors: dict
     for i, r in enumerate(points):
         x, y = float(r["tokens_per_second"]), 100 * float(r["accuracy"])
         color = (colors or {}).get(r["method"], f"C{i % 10}")
-        label = f"{r['method']} ({y:.0f} %, {x:.3g} tok/s)" if x < 1000 else f"{r['method']} ({y:.0f} %, {x:,.0f} tok/s)"
+        speed = f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+        label = f"{r['method']} ({y:.0f} %, {speed} tok/s)"
         ax.scatter([x], [y], s=46, color=color, marker=markers[i % len(markers)], zorder=3, label=label)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
