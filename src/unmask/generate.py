@@ -89,6 +89,7 @@ class _Request:
     """All state of one generate call (no process-wide state: two requests never share anything)."""
 
     prefix_hook: _PrefixReporter | None = None
+    cancelled: Callable[[int], bool] | None = None
 
     def __init__(self, model: LoadedModel, opts: GenerationOptions, policy_cls, settings, prompt_ids, trace: bool):
         self.model, self.opts = model, opts
@@ -173,6 +174,8 @@ class _Request:
             self.policy.on_block_start(st, ctx)
             block_step = 0
             while True:
+                if self.cancelled is not None:
+                    self._stop_cancelled()
                 masked = self._masked()
                 if not bool(masked[:, s:e].any()):
                     break
@@ -186,6 +189,17 @@ class _Request:
                 block_step += 1
             if not bool(self.active.any()):
                 break
+
+    def _stop_cancelled(self) -> None:
+        """Stop the sequences whose caller has gone: their open positions become EOS, the state of
+        a sequence that finished early, and they take no further steps."""
+        gone = [i for i, running in enumerate(self.active.tolist()) if running and self.cancelled(i)]
+        if not gone:
+            return
+        rows = torch.tensor(gone, device=self.active.device)
+        gen = self.state.canvas[rows, self.gen_start :]
+        self.state.canvas[rows, self.gen_start :] = torch.where(gen == self.special.mask, self.special.eos, gen)
+        self.active[rows] = False
 
     def _masked(self) -> Tensor:
         st = self.state
@@ -312,6 +326,7 @@ def generate(
     cache: str | dict | None = None,
     trace: bool = False,
     on_step: Callable[[int, list[int]], None] | None = None,
+    cancelled: Callable[[int], bool] | None = None,
     **options: Any,
 ) -> GenerationResult:
     """Denoise `prompt ++ [MASK] * gen_length` for each prompt (batched, left-padded).
@@ -321,6 +336,9 @@ def generate(
     `on_step(index, prefix_ids)`, if given, is called after each denoising step that grew prompt
     `index`'s committed prefix (the decoded run from the first generated position, EOS included);
     the last call per prompt carries its full `token_ids`. Used for streaming.
+    `cancelled(index)`, if given, is asked before each denoising step while prompt `index` runs;
+    once it answers True that prompt takes no further steps (its open positions read as EOS) and
+    the call returns as soon as no prompt runs. Used by the server to drop requests whose client left.
     """
     policy_cls, settings = resolve_cache(cache)
     options = {**policy_cls.default_options(settings, model.cfg.family), **options}
@@ -342,5 +360,6 @@ def generate(
         request = _Request(model, opts, policy_cls, settings, prompt_ids, trace)
         if on_step is not None:
             request.prefix_hook = _PrefixReporter(on_step, len(prompt_ids))
+        request.cancelled = cancelled
         request.run()
         return request.result(prompt_ids)

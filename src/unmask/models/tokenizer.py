@@ -11,6 +11,7 @@ class Tokenizer:
     def __init__(self, backend, kind: str):
         self._backend = backend
         self._kind = kind
+        self._longest: int | None = None
 
     @classmethod
     def from_dir(cls, path: Path) -> "Tokenizer":
@@ -41,6 +42,13 @@ class Tokenizer:
             return self._backend.token_to_id(token)
         tid = self._backend.convert_tokens_to_ids(token)
         return None if tid == getattr(self._backend, "unk_token_id", None) else tid
+
+    def longest_token_bytes(self) -> int:
+        """UTF-8 length of the longest vocabulary entry as stored (at least the text it stands for:
+        byte-level and SentencePiece markers spell one byte with more), computed once."""
+        if self._longest is None:
+            self._longest = max((len(token.encode("utf-8")) for token in self._backend.get_vocab()), default=1)
+        return self._longest
 
     @property
     def vocab_size(self) -> int:

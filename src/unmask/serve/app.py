@@ -1,13 +1,15 @@
 """The FastAPI application: OpenAI routes over the batcher.
 
 Bodies are parsed here rather than by FastAPI's validation so that every bad input,
-malformed JSON included, gets an OpenAI-style error body with a 4xx status.
+malformed JSON included, gets an OpenAI-style error body with a 4xx status; anything unforeseen
+is a JSON 500 with a generic message (the details go to the server log), and the connection
+stays open either way. A request whose client disconnects is cancelled in the batcher.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -15,14 +17,20 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .answer import PrefixText, final_answer
 from .batcher import Batcher, Job, Outcome, QueueFull
 from .prepare import Prepared, ServeSettings, prepare
-from .schemas import APIError, ChatRequest, CompletionRequest, parse
+from .schemas import APIError, ChatRequest, CompletionRequest, decode_body, parse
 from .streaming import DONE, JobEvents, Responder, sse
+
+log = logging.getLogger("unmask.serve")
+INTERNAL_ERROR = "the server failed to answer this request (an internal error; the server log has the details)"
+CLIENT_CLOSED = 499  # the status nginx logs for a client that left; nobody reads it
 
 
 def failure(exc: BaseException) -> APIError:
@@ -31,7 +39,46 @@ def failure(exc: BaseException) -> APIError:
         return APIError(503, f"the server is shutting down: {exc}", type="server_error", code="unavailable")
     if isinstance(exc, ValueError):
         return APIError(400, str(exc))
-    return APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error")
+    return APIError(500, INTERNAL_ERROR, type="server_error")
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception a route lets escape becomes a JSON 500.
+
+    Starlette's last-resort handler answers in plain text and re-raises, after which the HTTP
+    server closes the connection; here the error is logged and answered, and the connection lives on.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            return  # the client left while sending its body: nobody to answer
+        except Exception:
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # part of a response went out: only closing the connection can end it
+            body = APIError(500, INTERNAL_ERROR, type="server_error").body()
+            await JSONResponse(body, status_code=500)(scope, receive, send)
+
+
+async def _disconnected(http: Request) -> None:
+    """Return once the client has disconnected (the request body has been read already)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
@@ -48,6 +95,7 @@ def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
     from .. import __version__
 
     app = FastAPI(title="unmask", version=__version__, lifespan=lifespan)
+    app.add_middleware(UnexpectedErrors)
     started = int(time.time())
     model = settings.model
     card = {"id": settings.name, "object": "model", "created": started, "owned_by": "unmask"}
@@ -87,11 +135,7 @@ def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
         return await complete(http, CompletionRequest, chat=False)
 
     async def complete(http: Request, kind: type, chat: bool):
-        raw = await http.body()
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise APIError(400, f"malformed JSON body: {exc}", code="invalid_json") from None
+        body = decode_body(await http.body())
         prepared = await run_in_threadpool(prepare, settings, parse(kind, body))
         events = JobEvents(asyncio.get_running_loop())
         job = Job(
@@ -111,18 +155,28 @@ def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        try:
-            event, outcome = await events.next()
-            while event != "done":
-                event, outcome = await events.next()
-        except asyncio.CancelledError:
-            batcher.cancel(job)
-            raise
+        outcome = await answer_or_leave(http, job, events)
+        if outcome is None:
+            return Response(status_code=CLIENT_CLOSED)
         if isinstance(outcome, BaseException):
             raise failure(outcome)
         answer = final_answer(model.tokenizer, outcome.token_ids, model.special.stop_ids, prepared.max_tokens, prepared.stops)
         usage = Responder.usage(len(prepared.input_ids), answer)
         return JSONResponse(responder.response(answer, usage, metrics(outcome, prepared)))
+
+    async def answer_or_leave(http: Request, job: Job, events: JobEvents) -> Outcome | BaseException | None:
+        """The job's outcome, or None (the job cancelled) if the client disconnects first."""
+        done = asyncio.ensure_future(events.outcome())
+        gone = asyncio.ensure_future(_disconnected(http))
+        try:
+            await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            answered = done.done()
+            if not answered:
+                done.cancel()
+                batcher.cancel(job)  # the client left (or the server is stopping)
+        return done.result() if answered else None
 
     async def stream(job: Job, events: JobEvents, prepared: Prepared, responder: Responder) -> AsyncIterator[str]:
         text = PrefixText(model.tokenizer, model.special.stop_ids, prepared.max_tokens, prepared.stops)
@@ -154,6 +208,10 @@ def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
                 if prepared.include_usage:
                     yield sse(responder.usage_chunk(Responder.usage(len(prepared.input_ids), answer)))
                 break
+            yield DONE
+        except Exception:  # noqa: BLE001 - the response has started: end the stream with an error event
+            log.exception("unexpected error while streaming")
+            yield sse(APIError(500, INTERNAL_ERROR, type="server_error").body())
             yield DONE
         finally:
             batcher.cancel(job)  # the client left early: drop the job if it has not started

@@ -4,7 +4,9 @@ Requests with the same settings key (cache and every decoding option) are denois
 through unmask.generate's batch path; for greedy decoding the engine is batch-invariant, so a
 batched answer equals the answer the request gets alone. A batch that fails is rerun one
 request at a time, so one bad request only fails itself. The queue has a hard bound: a full
-queue refuses new work instead of growing.
+queue refuses new work instead of growing. A job whose client has gone (`cancel`) leaves the
+queue at once, or, once running, its batch at the next denoising step; a batch whose jobs are
+all cancelled stops.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ log = logging.getLogger("unmask.serve")
 
 class QueueFull(Exception):
     """The queue holds `max_queue` waiting requests already."""
+
+
+class Cancelled(Exception):
+    """The job was cancelled (its client went away) before its answer was ready."""
 
 
 @dataclass
@@ -48,7 +54,8 @@ class Job:
     on_done: Callable[[Outcome | BaseException], None]
     on_prefix: Callable[[list[int]], None] | None = None  # the committed prefix as it grows (streaming)
     submitted: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False
+    cancelled: bool = False  # set once, by Batcher.cancel; read by the worker at every step
+    finished: bool = False  # on_done has been called
 
     @property
     def gen_length(self) -> int:
@@ -75,6 +82,7 @@ class Batcher:
         self.workers, self.batch_wait = workers, batch_wait
         self._pending: list[Job] = []
         self._running = 0
+        self._cancelled = 0
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -91,15 +99,23 @@ class Batcher:
             self._cond.notify_all()
 
     def cancel(self, job: Job) -> None:
-        """The client went away: drop the job if it has not started (a started batch runs on)."""
+        """The client went away: drop the job from the queue, or from its running batch at the next
+        step. Its `on_done` gets Cancelled (if it has not had its outcome already)."""
         with self._cond:
+            if job.cancelled or job.finished:
+                return
             job.cancelled = True
-            if job in self._pending:
+            self._cancelled += 1
+            queued = job in self._pending
+            if queued:
                 self._pending.remove(job)
+        if queued:
+            _deliver(job, Cancelled())
 
     def stats(self) -> dict[str, int]:
         with self._cond:
-            return {"queued": len(self._pending), "running": self._running, "max_queue": self.max_queue}
+            return {"queued": len(self._pending), "running": self._running, "max_queue": self.max_queue,
+                    "cancelled": self._cancelled}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -175,27 +191,33 @@ class Batcher:
         return batch
 
     def _run(self, jobs: list[Job]) -> None:
+        live = [job for job in jobs if not job.cancelled]
+        for job in jobs:
+            if job.cancelled:
+                _deliver(job, Cancelled())
+        if not live:
+            return
         started = time.perf_counter()
         try:
-            outcomes = self._generate(jobs, started)
+            outcomes = self._generate(live, started)
         except Exception as exc:  # noqa: BLE001 - any failure of a batch is retried or reported per job
-            if len(jobs) == 1:
+            if len(live) == 1:
                 log.warning("request failed: %s: %s", type(exc).__name__, exc)
-                _deliver(jobs[0], exc)
+                _deliver(live[0], exc)
                 return
-            log.warning("batch of %d failed (%s: %s); rerunning its requests one by one", len(jobs), type(exc).__name__, exc)
-            for job in jobs:
+            log.warning("batch of %d failed (%s: %s); rerunning its requests one by one", len(live), type(exc).__name__, exc)
+            for job in live:
                 self._run([job])
             return
-        for job, outcome in zip(jobs, outcomes):
-            _deliver(job, outcome)
+        for job, outcome in zip(live, outcomes):
+            _deliver(job, Cancelled() if job.cancelled else outcome)
 
     def _generate(self, jobs: list[Job], started: float) -> list[Outcome]:
         listeners = [job.on_prefix for job in jobs]
 
         def on_step(index: int, prefix: list[int]) -> None:
             listener = listeners[index]
-            if listener is None:
+            if listener is None or jobs[index].cancelled:
                 return
             try:
                 listener(prefix)
@@ -209,6 +231,7 @@ class Batcher:
             input_ids=[job.input_ids for job in jobs],
             cache=head.cache,
             on_step=on_step if any(listeners) else None,
+            cancelled=lambda index: jobs[index].cancelled,
             **head.options,
         )
         return [
@@ -224,6 +247,7 @@ class Batcher:
 
 
 def _deliver(job: Job, outcome: Outcome | BaseException) -> None:
+    job.finished = True
     try:
         job.on_done(outcome)
     except Exception as exc:  # noqa: BLE001 - the caller's problem, never the worker's

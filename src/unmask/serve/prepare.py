@@ -11,12 +11,15 @@ is a 400 and never reaches a batch.
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
+import typing
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..caches.base import resolve_cache
 from ..config import RunConfig, resolve_config
@@ -125,29 +128,71 @@ def _cache_overrides(cache: Any) -> list[str]:
     return sorted(out)
 
 
+def _check_prompt_bytes(model: LoadedModel, text: str, param: str) -> None:
+    """Refuse, before tokenizing it, a prompt too long in bytes to fit the context in tokens."""
+    size = len(text.encode("utf-8"))
+    limit = max_prompt_bytes(model)
+    if size > limit:
+        raise APIError(
+            400, f"the prompt is {size} bytes; no prompt over {limit} bytes fits the model's maximum length of "
+            f"{model.cfg.max_position} tokens", param=param, code="context_length_exceeded",
+        )
+
+
+def max_prompt_bytes(model: LoadedModel) -> int:
+    """Bytes beyond which a prompt cannot fit the context: max_position tokens of the longest
+    vocabulary entry, times 4 for normalizers that compose several characters into one."""
+    return 4 * model.cfg.max_position * model.tokenizer.longest_token_bytes()
+
+
 def _prompt_ids(model: LoadedModel, request: ChatRequest | CompletionRequest) -> list[int]:
     if isinstance(request, ChatRequest):
-        return model.tokenizer.encode(chat_prompt(model, request.messages))
+        text = chat_prompt(model, request.messages)
+        _check_prompt_bytes(model, text, "messages")
+        return model.tokenizer.encode(text)
     prompt = request.prompt
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         if len(prompt) != 1:
             raise APIError(400, "one prompt per request (send concurrent requests; the server batches them)", param="prompt")
         prompt = prompt[0]
     if isinstance(prompt, str):
+        _check_prompt_bytes(model, prompt, "prompt")
         return encode_prompts(model, [prompt], chat=False)[0]
-    vocab = model.cfg.vocab_size
-    bad = [t for t in prompt if not 0 <= t < vocab or t == model.special.mask]
-    if bad:
-        raise APIError(400, f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab}) or the mask token", param="prompt")
+    if len(prompt) >= model.cfg.max_position:
+        return list(prompt)  # refused by its length; no need to scan it
+    vocab, mask = model.cfg.vocab_size, model.special.mask
+    outside = [t for t in prompt if not 0 <= t < vocab]
+    if outside:
+        raise APIError(400, f"prompt token ids {outside[:5]} are outside the vocabulary [0, {vocab})", param="prompt")
+    if mask in prompt:
+        raise APIError(
+            400, f"prompt token id {mask} is the mask token, which is not allowed in a prompt (it marks the positions "
+            "the model fills in)", param="prompt",
+        )
     return list(prompt)
 
 
+@cache
+def _unmask_schema() -> type[BaseModel]:
+    """A strict model of the generation keys the `unmask` object may set (types from GenerationOptions)."""
+    hints = typing.get_type_hints(GenerationOptions)
+    fields: dict[str, Any] = {name: (hints[name], None) for name in unmask_keys() if name != "cache"}
+    return create_model("UnmaskOptions", __config__=ConfigDict(strict=True, allow_inf_nan=False), **fields)
+
+
 def _generation_keys(unmask: dict[str, Any]) -> dict[str, Any]:
+    """The `unmask` object's generation keys, type-checked (each problem names its key)."""
     valid = unmask_keys()
     unknown = sorted(set(unmask) - set(valid))
     if unknown:
         raise APIError(400, f"unknown key(s) {unknown} in 'unmask'; valid keys: {valid}", param=f"unmask.{unknown[0]}")
-    return {k: v for k, v in unmask.items() if k != "cache"}
+    keys = {k: v for k, v in unmask.items() if k != "cache"}
+    try:
+        return _unmask_schema().model_validate(keys).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0])
+        raise APIError(400, f"invalid value for 'unmask.{name}': {first['msg']}", param=f"unmask.{name}") from None
 
 
 def is_stochastic(opts: GenerationOptions) -> bool:
@@ -177,8 +222,14 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
             raise APIError(400, "max_tokens and max_completion_tokens disagree; send one", param="max_tokens")
         max_tokens = extra
     max_tokens = max_tokens or settings.default_max_tokens
+    limit = model.cfg.max_position
+    if max_tokens >= limit:
+        raise APIError(
+            400, f"max_tokens={max_tokens} leaves no room for a prompt within the model's maximum length of {limit}",
+            param="max_tokens", code="context_length_exceeded",
+        )
     block = options.get("block_length")
-    gen_length = max_tokens if block is None or block <= 0 else math.ceil(max_tokens / block) * block
+    gen_length = max_tokens if block is None or block <= 0 else -(-max_tokens // block) * block
     options["gen_length"] = gen_length
 
     try:
@@ -189,7 +240,6 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
         raise APIError(400, str(exc), param="unmask") from None
 
     ids = _prompt_ids(model, request)
-    limit = model.cfg.max_position
     if not ids:
         raise APIError(400, "the prompt is empty", param="prompt")
     if len(ids) >= limit:

@@ -2,11 +2,13 @@
 
 Unknown fields are rejected rather than ignored; standard fields unmask cannot honour are
 accepted only at their neutral value (e.g. `presence_penalty: 0`), so a client never gets an
-answer computed under settings it did not ask for.
+answer computed under settings it did not ask for. Types are strict (`"stream": "yes"` is not a
+boolean) and numbers keep to the OpenAI API's ranges (temperature 0..2, top_p 0..1, seed an int64).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +25,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
     ):
+        message, param = _printable(message), None if param is None else _printable(param)
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
@@ -30,8 +33,62 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8: lone surrogates (valid in JSON, not in Unicode) are escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+MAX_DEPTH = 32  # OpenAI bodies nest a few levels; deeper ones are refused before validation
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_body(raw: bytes) -> Any:
+    """The JSON body, or a 400: malformed, non-standard (NaN, Infinity), nested deeper than
+    MAX_DEPTH, or holding text that is not valid Unicode (a lone surrogate such as "\\ud800")."""
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise APIError(400, f"the JSON body is nested too deeply (at most {MAX_DEPTH} levels)", code="invalid_json") from None
+    except ValueError as exc:
+        raise APIError(400, f"malformed JSON body: {exc}", code="invalid_json") from None
+    _check_tree(body)
+    return body
+
+
+def _check_tree(body: Any) -> None:
+    """Walk the decoded body without recursion: depth, and strings that cannot be encoded."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(body, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) >= MAX_DEPTH:
+            raise APIError(400, f"the JSON body is nested too deeply (at most {MAX_DEPTH} levels)", code="invalid_json")
+        if isinstance(value, str):
+            _check_text(value, path)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, path, key=True)
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, str(i))) for i, item in enumerate(value))
+
+
+def _check_text(text: str, path: tuple[str, ...], key: bool = False) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        where = ".".join(path)
+        what = "a field name" + (f" in '{where}'" if where else "") if key else f"'{where}'"
+        raise APIError(
+            400, f"{what} contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode text",
+            param=path[0] if path else None,
+        ) from None
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TextPart(_Strict):
@@ -58,10 +115,10 @@ class _Common(_Strict):
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0)
+    temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     n: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -32,6 +32,13 @@ class JobEvents:
     def done(self, outcome: Outcome | BaseException) -> None:
         self._put(("done", outcome))
 
+    async def outcome(self) -> Outcome | BaseException:
+        """Wait for the "done" event, skipping prefixes."""
+        event, payload = await self.next()
+        while event != "done":
+            event, payload = await self.next()
+        return payload
+
     async def next(self) -> tuple[str, Any]:
         """The next event; of several prefixes waiting only the newest matters."""
         event = await self.queue.get()
