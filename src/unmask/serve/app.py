@@ -214,7 +214,7 @@ def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
             yield sse(APIError(500, INTERNAL_ERROR, type="server_error").body())
             yield DONE
         finally:
-            batcher.cancel(job)  # the client left early: drop the job if it has not started
+            batcher.cancel(job)  # the client left early: drop the job (a no-op once it has finished)
 
     return app
 

@@ -80,7 +80,7 @@ def _check_text(text: str, path: tuple[str, ...], key: bool = False) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         where = ".".join(path)
-        what = "a field name" + (f" in '{where}'" if where else "") if key else f"'{where}'"
+        what = "a field name" + (f" in '{where}'" if where else "") if key else (f"'{where}'" if where else "the body")
         raise APIError(
             400, f"{what} contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode text",
             param=path[0] if path else None,
