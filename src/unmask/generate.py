@@ -106,6 +106,8 @@ class _Request:
             valid[i, width - len(ids) :] = True
         canvas[:, width:] = self.special.mask
         self.policy = policy_cls(settings, self.module, opts, self.special)
+        auto = opts.confidence_dtype == "auto"
+        self.confidence_dtype = policy_cls.confidence_dtype(opts) if auto else opts.confidence_dtype
         self.state = make_state(
             self.module, canvas, valid,
             layer_inputs=policy_cls.needs_layer_inputs, branches=policy_cls.needs_branches,
@@ -114,6 +116,8 @@ class _Request:
         if opts.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(opts.seed)
         self.active = torch.ones(b, dtype=torch.bool, device=device)
+        pads = [width - len(ids) for ids in prompt_ids]
+        self.padding: list[int] | None = pads if any(pads) else None  # left padding per row
         self.nfe = [0] * b
         self.seconds = [0.0] * b
         self.trace: list[StepTrace] | None = [] if trace else None
@@ -147,7 +151,7 @@ class _Request:
     def _candidates(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         o = self.opts
         if o.alg in LLADA_ALGS:
-            x0, conf = llada_candidates(logits, o.temperature, o.alg, self.generator)
+            x0, conf = llada_candidates(logits, o.temperature, o.alg, self.generator, self.confidence_dtype)
         else:
             x0, conf = dream_candidates(logits, o.temperature, o.top_p, o.top_k, o.alg, self.generator)
         if o.confidence_eos_eot_inf:
@@ -235,14 +239,32 @@ class _Request:
             dense_conf[:, self.gen_start :] = dense_conf[:, self.gen_start :] * density
         # Candidates whose confidence was forced to -inf (EOS/EOT options) stay selectable, last.
         dense_conf = torch.where(candidate, dense_conf.clamp_min(-1e300), float("-inf"))
-        commit = self._select(dense_conf, candidate, ctx, counts)
+        commit = self._select_in_span(dense_conf, candidate, ctx, counts)
         st.canvas = torch.where(commit, dense_x0, st.canvas)
         if self.trace is not None:
             offsets = [(row.nonzero().flatten() - self.gen_start).tolist() for row in commit]
             self.trace.append(StepTrace(offsets, list(out.layer_rows), list(out.refreshed_layers)))
         return commit, step_conf
 
-    def _select(self, conf: Tensor, candidate: Tensor, ctx: StepContext, counts: Tensor | None) -> Tensor:
+    def _select_in_span(self, conf: Tensor, candidate: Tensor, ctx: StepContext, counts: Tensor | None) -> Tensor:
+        """Select over the policy's span, so exact ties break as the official loop breaks them.
+
+        A span from the canvas start begins at each row's first real token: a left-padded row is
+        then ranked over the same vector as when it decodes alone (batch invariance).
+        """
+        lo, hi = self.policy.selection_span(self.state, ctx)
+        commit = torch.zeros_like(candidate)
+        if lo > 0 or self.padding is None:
+            commit[:, lo:hi] = self._select(conf[:, lo:hi], candidate[:, lo:hi], ctx, counts)
+            return commit
+        for b, pad in enumerate(self.padding):
+            rows = slice(b, b + 1)
+            commit[rows, pad:hi] = self._select(conf[rows, pad:hi], candidate[rows, pad:hi], ctx, counts, rows)
+        return commit
+
+    def _select(
+        self, conf: Tensor, candidate: Tensor, ctx: StepContext, counts: Tensor | None, rows: slice = slice(None)
+    ) -> Tensor:
         o = self.opts
         if o.threshold is not None:
             return selection.select_threshold(conf, o.threshold)
@@ -251,14 +273,14 @@ class _Request:
         s, e = ctx.block
         remaining = candidate.sum(-1)
         if o.schedule == "eps":
-            in_block = ctx.masked[:, s:e].sum(-1)
+            in_block = ctx.masked[rows, s:e].sum(-1)
             k = schedule.eps_count(in_block, min(ctx.block_step, o.steps_per_block - 1), o.steps_per_block, o.eps)
             if o.alg == "origin":
                 ratio = schedule.eps_ratio(min(ctx.block_step, o.steps_per_block - 1), o.steps_per_block, o.eps)
                 u = torch.rand(conf.shape, dtype=torch.float64, device=conf.device, generator=self.generator)
                 return candidate & (u < ratio)
         elif ctx.block_step < o.steps_per_block:
-            k = counts[:, ctx.block_step]
+            k = counts[rows, ctx.block_step]
         else:
             k = torch.ones_like(remaining)
         if ctx.block_step >= o.steps_per_block - 1:

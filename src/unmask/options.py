@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .decoding.sampling import ALGS, DREAM_ALGS, LLADA_ALGS
+from .decoding.sampling import ALGS, CONFIDENCE_DTYPES, DREAM_ALGS, LLADA_ALGS
 
 
 @dataclass
@@ -19,6 +19,8 @@ class GenerationOptions:
     top_p: float | None = None
     top_k: int | None = None
     eps: float = 1e-3
+    # Softmax dtype of low_confidence: auto = what the method's official loop uses (see CachePolicy).
+    confidence_dtype: str = "auto"
     schedule: str = "auto"  # linear (LLaDA) | eps (Dream) | auto (by model family)
     threshold: float | None = None
     factor: float | None = None
@@ -101,6 +103,13 @@ class GenerationOptions:
                 )
             if self.steps > self.gen_length:
                 raise ValueError(f"generation.steps={self.steps} exceeds generation.gen_length={self.gen_length}")
+        if self.confidence_dtype not in CONFIDENCE_DTYPES:
+            raise ValueError(f"generation.confidence_dtype={self.confidence_dtype!r}; valid choices: {list(CONFIDENCE_DTYPES)}")
+        if self.confidence_dtype != "auto" and self.alg != "low_confidence":
+            raise ValueError(
+                f"generation.confidence_dtype applies to alg=low_confidence, not alg={self.alg} "
+                "(Dream's algorithms compute in float32, as Dream's code does)"
+            )
         if self.temperature < 0:
             raise ValueError(f"generation.temperature={self.temperature} must be >= 0")
         if self.top_p == 1:

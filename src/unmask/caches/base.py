@@ -50,6 +50,19 @@ class CachePolicy:
         """Decoding defaults this method is published with; options the user sets win."""
         return {}
 
+    @classmethod
+    def confidence_dtype(cls, options) -> str:
+        """Softmax dtype of low_confidence in this method's official loop (Fast-dLLM's loops: float64)."""
+        return "float64"
+
+    def selection_span(self, state: CanvasState, ctx: StepContext) -> tuple[int, int]:
+        """Canvas slice [lo, hi) the official loop ranks confidences over.
+
+        Only the order of exact ties depends on it (top-k breaks them by position within the
+        ranked vector), but in a low-precision softmax near-certain tokens do tie.
+        """
+        return 0, state.length
+
     def check_options(self, options) -> None:
         """Raise for decoding options this method cannot honour."""
         if options.cfg_scale > 0:

@@ -34,6 +34,13 @@ class DLLMCache(CachePolicy):
         if not 0 <= settings["rou"] <= 1:
             raise ValueError(f"cache.rou={settings['rou']} must be in [0, 1]")
 
+    @classmethod
+    def confidence_dtype(cls, options) -> str:
+        return "float64" if options.parallel else "logits"  # dLLM-Cache's loop: the logits' dtype
+
+    def selection_span(self, state, ctx):
+        return ctx.gen_start, state.length  # dLLM-Cache ranks the generated region only
+
     def mode(self, step: int) -> str:
         if step % self.settings["kp"] == 0:
             return "full"

@@ -8,6 +8,11 @@ from .base import CachePolicy
 class NoCache(CachePolicy):
     name = "null"
 
+    @classmethod
+    def confidence_dtype(cls, options) -> str:
+        # LLaDA's generate.py takes the softmax in the logits' dtype; Fast-dLLM's parallel loop in float64.
+        return "float64" if options.parallel else "logits"
+
     def check_options(self, options) -> None:
         pass  # the baseline supports every decoding option, classifier-free guidance included
 

@@ -16,6 +16,14 @@ class PrefixCache(CachePolicy):
     name = "prefix"
     params = {"use_dual": False}
 
+    def selection_span(self, state, ctx):
+        # Fast-dLLM ranks what it computed: the whole canvas at the block's refresh, then the block
+        # and suffix (prefix) or the block alone (dual).
+        if ctx.block_step == 0 or self.shift:
+            return 0, state.length
+        s, e = ctx.block
+        return s, (e if self.settings["use_dual"] else state.length)
+
     def plan(self, state, ctx):
         if ctx.block_step == 0:
             return self.full_plan(state, ctx)

@@ -10,8 +10,19 @@ DREAM_ALGS = ("maskgit_plus", "topk_margin", "entropy", "origin")
 ALGS = LLADA_ALGS + DREAM_ALGS
 
 
-def llada_candidates(logits: Tensor, temperature: float, alg: str, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """x0 = argmax of Gumbel-perturbed logits (float64); confidence = softmax prob of x0, or uniform for `random`."""
+CONFIDENCE_DTYPES = ("auto", "logits", "float32", "float64")
+
+
+def llada_candidates(
+    logits: Tensor, temperature: float, alg: str, generator: torch.Generator | None, precision: str = "float64"
+) -> tuple[Tensor, Tensor]:
+    """x0 = argmax of Gumbel-perturbed logits (float64); confidence = softmax prob of x0, or uniform for `random`.
+
+    `precision` is the dtype of the softmax: "logits" (the logits' own dtype, as LLaDA's and
+    dLLM-Cache's loops do: near-certain tokens tie at exactly 1.0 and the top-k order decides),
+    "float32" or "float64" (Fast-dLLM's loops). Confidences come back as float64 either way; the
+    widening is exact, so ties stay ties.
+    """
     logits64 = logits.double()  # exact for any float dtype, so the argmax is unchanged (and bf16 argmax is slow)
     if temperature > 0:
         u = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
@@ -21,8 +32,9 @@ def llada_candidates(logits: Tensor, temperature: float, alg: str, generator: to
     if alg == "random":
         conf = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=generator)
     else:
-        probs = torch.softmax(logits64, dim=-1)
-        conf = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1)
+        source = {"logits": logits, "float32": logits.float(), "float64": logits64}[precision]
+        probs = torch.softmax(source, dim=-1)
+        conf = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1).double()
     return x0, conf
 
 

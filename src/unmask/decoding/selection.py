@@ -11,14 +11,23 @@ from torch import Tensor
 
 
 def select_top_k(conf: Tensor, k: Tensor) -> Tensor:
-    """Commit the k[b] most confident candidates of each sequence."""
-    kmax = int(k.max()) if k.numel() else 0
+    """Commit the k[b] most confident candidates of each sequence.
+
+    Each row is ranked with its own k, as the reference loops do: the order torch.topk gives
+    exact ties depends on k, and low-precision confidences tie often.
+    """
     out = torch.zeros_like(conf, dtype=torch.bool)
-    if kmax == 0:
+    counts = k.tolist()
+    if not counts or max(counts) == 0:
         return out
-    top = torch.topk(conf, kmax, dim=-1)
-    keep = (torch.arange(kmax, device=conf.device) < k.unsqueeze(1)) & torch.isfinite(top.values)
-    return out.scatter_(1, top.indices, keep)
+    if len(set(counts)) == 1:
+        top = torch.topk(conf, counts[0], dim=-1)
+        return out.scatter_(1, top.indices, torch.isfinite(top.values))
+    for b, n in enumerate(counts):
+        if n > 0:
+            top = torch.topk(conf[b], n)
+            out[b, top.indices] = torch.isfinite(top.values)
+    return out
 
 
 def select_sampled(conf: Tensor, k: Tensor, alg_temp: float, generator: torch.Generator | None) -> Tensor:
