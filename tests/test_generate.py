@@ -101,3 +101,22 @@ def test_bad_prompt_arguments(llada):
         unmask.generate(llada)
     with pytest.raises(ValueError, match="at least one token"):
         unmask.generate(llada, input_ids=[[]])
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"sigma": 1e308}, "sigma=1e+308 must be in [0, 10000]"),
+        ({"eps": 0.0}, "eps=0.0 must be in (0, 1)"),
+        ({"alg_temp": -1.0}, "alg_temp=-1.0 must be >= 0"),
+        ({"temperature": float("inf")}, "temperature=inf must be a finite number"),
+        ({"cfg_scale": float("nan")}, "cfg_scale=nan must be a finite number"),
+        ({"factor": float("inf")}, "factor=inf must be a finite number"),
+        ({"top_p": 0.0, "alg": "entropy"}, "top_p=0.0 must be in (0, 1]"),
+        ({"top_k": 0, "alg": "entropy"}, "top_k=0 must be >= 1"),
+    ],
+)
+def test_out_of_range_options_are_refused_by_name(llada, options, says):
+    with pytest.raises(ValueError) as err:
+        unmask.generate(llada, prompts=["a b"], gen_length=8, block_length=8, **options)
+    assert says in str(err.value)

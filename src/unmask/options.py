@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from .decoding.sampling import ALGS, CONFIDENCE_DTYPES, DREAM_ALGS, LLADA_ALGS
+
+
+MAX_SIGMA = 10_000  # the certainty prior's kernel spans 6 sigma; wider is flat over any canvas
 
 
 @dataclass
@@ -60,6 +64,10 @@ class GenerationOptions:
 
     def resolve(self, family: str) -> None:
         """Fill family defaults and reject impossible combinations, naming the keys involved."""
+        for name in ("temperature", "alg_temp", "top_p", "eps", "threshold", "factor", "sigma", "cfg_scale"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"generation.{name}={value} must be a finite number")
         if self.remasking is not None:
             if self.alg is not None and self.alg != self.remasking:
                 raise ValueError("set only one of generation.alg and generation.remasking (they are the same choice)")
@@ -114,14 +122,22 @@ class GenerationOptions:
             raise ValueError(f"generation.temperature={self.temperature} must be >= 0")
         if self.top_p == 1:
             self.top_p = None  # keeps every token: the same as no nucleus filter (OpenAI clients send it)
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"generation.top_p={self.top_p} must be in (0, 1]")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"generation.top_k={self.top_k} must be >= 1")
         if self.alg in LLADA_ALGS and (self.top_p is not None or self.top_k is not None):
             raise ValueError(f"generation.top_p/top_k apply to the Dream algorithms {list(DREAM_ALGS)}, not alg={self.alg}")
         if self.alg_temp > 0 and (self.alg in LLADA_ALGS or self.alg == "origin" or self.parallel):
             raise ValueError(f"generation.alg_temp applies to scheduled decoding with alg in {list(DREAM_ALGS[:3])}")
         if self.alg == "origin" and self.parallel:
             raise ValueError("generation.alg=origin commits at random and cannot be combined with threshold/factor")
-        if self.sigma < 0:
-            raise ValueError(f"generation.sigma={self.sigma} must be >= 0")
+        if not 0 <= self.sigma <= MAX_SIGMA:
+            raise ValueError(f"generation.sigma={self.sigma} must be in [0, {MAX_SIGMA}]")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"generation.eps={self.eps} must be in (0, 1)")
+        if self.alg_temp < 0:
+            raise ValueError(f"generation.alg_temp={self.alg_temp} must be >= 0")
         if self.sigma > 0 and self.alg in ("entropy", "random", "origin"):
             raise ValueError(
                 f"generation.sigma > 0 (certainty prior) needs a probability confidence; alg={self.alg} is not one "
