@@ -148,3 +148,31 @@ def test_fourier_number_init_puts_numbers_on_a_line(tmp_path):
     assert torch.equal(words, plain.module.embed.weight[vocab["Mia"], :dims])  # other tokens untouched
     with pytest.raises(ValueError, match="number_init"):
         train(tiny(tmp_path / "bad", number_init="digits", max_steps=1))
+
+
+def test_init_from_starts_a_new_run_from_saved_weights_with_a_fresh_optimizer(tmp_path):
+    first = train(tiny(tmp_path / "first", max_steps=6))
+    cfg = tiny(tmp_path / "next", max_steps=3, init_from=str(tmp_path / "first"))
+    run, resumed = build_run(cfg)
+    assert not resumed and run.schedule.step == 0 and not run.optimizer.state  # fresh optimizer and schedule
+    for name, tensor in first["module"].state_dict().items():
+        torch.testing.assert_close(run.module.state_dict()[name], tensor, rtol=0, atol=0)
+    assert (tmp_path / "next" / "tokenizer.json").read_bytes() == (tmp_path / "first" / "tokenizer.json").read_bytes()
+    summary = train(cfg)
+    assert summary["steps"] == 3 and not summary["resumed"]
+
+
+def test_init_from_refuses_another_shape(tmp_path):
+    train(tiny(tmp_path / "first", max_steps=1))
+    with pytest.raises(ValueError, match=r"init_from=.*shape differs.*d_model=32"):
+        build_run(tiny(tmp_path / "next", d_model=64, max_steps=1, init_from=str(tmp_path / "first")))
+
+
+def test_init_from_the_shipped_model(tmp_path):
+    with pytest.raises(ValueError, match="n_layers=4"):
+        build_run(parse_overrides([f"out={tmp_path / 'small'}", "init_from=tiny", "n_layers=2"]))
+    run, _ = build_run(parse_overrides([f"out={tmp_path / 'next'}", "init_from=tiny", "n_layers=4", "d_model=128",
+                                        "n_heads=4", "max_sequence_length=1280", "progress=false"]))
+    shipped = unmask.load("tiny").module.state_dict()
+    for name, tensor in run.module.state_dict().items():
+        torch.testing.assert_close(tensor, shipped[name], rtol=0, atol=0)

@@ -21,6 +21,7 @@ where it stopped (weights, optimizer, schedule, data-stream position and RNG sta
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -88,6 +89,9 @@ class TrainConfig:
     threads: int = 0  # 0 = torch's default
     save_every: int = 500
     resume: bool = True
+    # A new run's starting weights and tokenizer: a LLaDA checkpoint dir or `tiny` (the shipped model),
+    # with a fresh optimizer, schedule and data stream. Ignored (with a note) when out= resumes.
+    init_from: str = ""
     progress: bool = True
 
     def ffn(self) -> int:
@@ -367,12 +371,40 @@ def _saved_state(out: Path, cfg: TrainConfig) -> dict | None:
     return state
 
 
+def _start_weights(cfg: TrainConfig, out: Path) -> DiffusionLM | None:
+    """The module of `init_from` (its tokenizer copied into out/), checked against this run's shape."""
+    import shutil
+
+    from .models.checkpoint import load, resolve_path
+
+    source = resolve_path(cfg.init_from)
+    saved = json.loads((source / "config.json").read_text())
+    wanted = {
+        "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads or cfg.n_heads, "mlp_hidden_size": cfg.ffn(), "rope_theta": cfg.rope_theta,
+    }
+    differ = [f"{k}={saved.get(k)}" for k, v in wanted.items() if saved.get(k) != v]
+    if differ:
+        raise ValueError(
+            f"init_from={cfg.init_from}: its shape differs from this run's ({', '.join(differ)} in {source}/config.json); "
+            "pass the same sizes"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "tokenizer.json", out / "tokenizer.json")
+    return load(source, dtype="float32", device="cpu").module
+
+
 def build_run(cfg: TrainConfig) -> tuple[Run, bool]:
     """Create (or restore from out/train_state) the model, optimizer, schedule and data stream."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state = _saved_state(out, cfg)
-    tokenizer = _tokenizer(cfg, out, resuming=state is not None)
+    start = None
+    if cfg.init_from and state is not None:
+        print(f"{out} resumes its own run; init_from={cfg.init_from} applies to new runs only", file=sys.stderr)
+    elif cfg.init_from:
+        start = _start_weights(cfg, out)
+    tokenizer = _tokenizer(cfg, out, resuming=state is not None or start is not None)
     ids = _special_ids(tokenizer)
     vocab = tokenizer.get_vocab_size()
     embedding = -(-vocab // 64) * 64  # rows padded for faster matmuls; the extra ids are never targets
@@ -381,6 +413,8 @@ def build_run(cfg: TrainConfig) -> tuple[Run, bool]:
     init_weights(module, cfg.std())
     if cfg.number_init == "fourier":
         init_number_rows(module, tokenizer.get_vocab(), cfg.std())
+    if start is not None:
+        module.load_state_dict(start.state_dict())
     run = Run(
         cfg=cfg,
         out=out,
