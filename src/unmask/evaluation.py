@@ -164,6 +164,8 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
         cfg.output_dir = config["output_dir"] = records.default_output_dir(config)
     out = Path(cfg.output_dir)
     resuming = records.check_config(out, config)  # every process checks, so all fail alike
+    records.read_records(out)  # a bad record line stops every process, before any file is rewritten
+    state.wait_for_everyone()
     order = [s.id for s in samples]
     if state.is_main_process:
         if not resuming:
