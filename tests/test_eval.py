@@ -475,3 +475,10 @@ def test_single_process_accelerate_launch_without_gpus_is_pointed_out(monkeypatc
     monkeypatch.delenv("ACCELERATE_USE_CPU")  # plain `python eval.py`: nothing to say
     evaluation._warn_single_cpu_launch(1)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_shows_loading_and_the_warm_up_before_the_first_sample(tmp_path, capsys):
+    evaluation.evaluate(resolve_config(SMALL + ["dataset.limit=2", f"output_dir={tmp_path / 'run'}"]), show_progress=True)
+    err = capsys.readouterr().err
+    loading, warming, first = err.find("arith: loading the model"), err.find("arith: warming up"), err.find("1/2")
+    assert 0 <= loading < warming < first, err
