@@ -77,3 +77,59 @@ def test_named_model_without_weights_says_how_to_supply_them(monkeypatch, capsys
     assert "model.path=" in capsys.readouterr().err
     assert main(["generate", "a", "model=llada-nope"]) == 2
     assert "valid choices" in capsys.readouterr().err
+
+
+# -- start-up: help without torch, the CPU thread policy -------------------------------------------
+
+import os  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from unmask import threads  # noqa: E402
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _python(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", threads.ENV)}
+    base["PYTHONPATH"] = SRC + os.pathsep + base.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, *args], env={**base, **env}, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["eval", "--help"], ["bench", "--help"], ["serve", "--help"]])
+def test_help_answers_without_importing_torch(argv):
+    proc = _python(["-X", "importtime", "-m", "unmask", *argv])
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: unmask" in proc.stdout
+    imported = re.findall(r"\|\s+(\S+)\s*$", proc.stderr, re.M)
+    assert "unmask.cli" in imported and "torch" not in imported
+
+
+def test_thread_policy_choice():
+    idle, busy = dict(load=0.1, cores=16), dict(load=4.2, cores=2)
+    assert threads.choose_threads({}, **idle) == 16
+    assert threads.choose_threads({}, load=5.6, cores=16) == 10  # the cores others use are left to them
+    assert threads.choose_threads({}, **busy) == 1
+    assert threads.choose_threads({"LOCAL_WORLD_SIZE": "4"}, **idle) == 4  # a launch's processes share the cores
+    assert threads.choose_threads({threads.ENV: "3"}, **busy) == 3  # explicit wins
+    assert threads.choose_threads({"OMP_NUM_THREADS": "2"}, **busy) is None  # the user's OpenMP setting is kept
+    with pytest.raises(ValueError, match=threads.ENV):
+        threads.choose_threads({threads.ENV: "zero"}, **idle)
+
+
+def test_thread_policy_is_applied_before_torch_loads():
+    code = "import os; from unmask.threads import apply_policy; n = apply_policy(); print(n, os.environ['OMP_WAIT_POLICY'])"
+    assert _python(["-c", code], UNMASK_NUM_THREADS="1").stdout.split() == ["1", "PASSIVE"]
+    assert _python(["-c", code], UNMASK_NUM_THREADS="2", OMP_WAIT_POLICY="ACTIVE").stdout.split() == ["2", "ACTIVE"]
+
+
+def test_commands_apply_the_thread_policy(monkeypatch, llada_dir, capsys):
+    from unmask import evaluation
+
+    calls = []
+    monkeypatch.setattr(threads, "apply_policy", lambda: calls.append(1) or 1)
+    assert main(["generate", "a b", "--model", str(llada_dir), "generation.gen_length=8", "generation.block_length=8"]) == 0
+    assert evaluation.main(["cache=bogus"]) == 2
+    assert len(calls) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -220,19 +221,76 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, fake_task
     assert {k: resumed[k] for k in same} == {k: full[k] for k in same}
 
 
-def test_records_reader_drops_torn_and_duplicate_lines(tmp_path):
-    (tmp_path / "samples.jsonl").write_text('{"id": "a", "v": 1}\nnot json\n{"id": "b", "v": 2}\n{"id": "a", "v": 3}\n[1]\n')
-    (tmp_path / "samples.rank1.jsonl").write_text('{"id": "c", "v": 4}\n{"id": "b", "v": 5}\n{"id": "d", "v"')
+def _rec(sid: str, **extra) -> dict:
+    """A record with every key resume and the summary read."""
+    return {"id": sid, "prompt": f"p{sid}", "correct": True, "tokens": 1, "nfe": 1, "seconds": 0.1, "batch": sid,
+            "peak_memory_mb": 1.0, **extra}
+
+
+def _jsonl(*recs: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in recs)
+
+
+def test_records_reader_repairs_only_a_torn_last_line(tmp_path):
+    a, b, c, d = _rec("a", v=1), _rec("b", v=2), _rec("c", v=4), _rec("d", v=5)
+    (tmp_path / "samples.jsonl").write_text(_jsonl(a, b) + "\n" + _jsonl(a))  # a blank line, an exact duplicate
+    (tmp_path / "samples.rank1.jsonl").write_text(_jsonl(c, {**b, "rank": 1}) + json.dumps(d)[:-9])  # torn by a kill
     merged = records.consolidate(tmp_path, order=["d", "c", "b", "a"])
     assert list(merged) == ["c", "b", "a"]
     assert [r["v"] for r in merged.values()] == [4, 2, 1]
     assert [r["id"] for r in lines(tmp_path / "samples.jsonl")] == ["c", "b", "a"]
     assert not list(tmp_path.glob("samples.rank*.jsonl"))
     torn = tmp_path / "torn.jsonl"
-    torn.write_text('{"id": "a"}\n{"id": "b", "x')
+    torn.write_text(_jsonl(a) + '{"id": "b", "x')
     with records.RecordWriter(torn) as w:
-        w.write({"id": "c"})
-    assert torn.read_text() == '{"id": "a"}\n{"id": "c"}\n'
+        w.write(c)
+    assert lines(torn) == [a, c]
+    whole = tmp_path / "whole.jsonl"  # a finished record that only lacks its newline is kept
+    whole.write_text(_jsonl(a) + json.dumps(b))
+    assert records.parse_lines(whole) == [a, b]
+    with records.RecordWriter(whole) as w:
+        w.write(c)
+    assert lines(whole) == [a, b, c]
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "a JSON list"),
+        (json.dumps({**_rec("x"), "id": 7}), "id 7 is not a string"),
+        (json.dumps({k: v for k, v in _rec("x").items() if k != "correct"}), "without ['correct']"),
+    ],
+)
+def test_resume_stops_at_a_bad_line_and_keeps_the_file(tmp_path, bad, problem):
+    """A bad line anywhere but a torn tail stops the run, naming file and line; nothing is rewritten."""
+    out = tmp_path / "run"
+    run(SMALL + ["dataset.limit=3", f"output_dir={out}"])
+    samples = out / "samples.jsonl"
+    good = samples.read_text().splitlines(keepends=True)
+    for where in (1, 3):  # in the middle, and as a complete (newline-terminated) last line
+        text = "".join(good[:where] + [bad + "\n"] + good[where:])
+        samples.write_text(text)
+        with pytest.raises(ValueError, match=rf"{re.escape(str(samples))}:{where + 1}: .*{re.escape(problem)}"):
+            run(SMALL + ["dataset.limit=4", f"output_dir={out}"])
+        assert samples.read_text() == text  # nothing dropped or rewritten
+    rank = out / "samples.rank1.jsonl"  # the same in a per-process file
+    samples.write_text("".join(good))
+    rank.write_text(bad + "\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(rank))}:1: "):
+        run(SMALL + ["dataset.limit=3", f"output_dir={out}"])
+    assert rank.read_text() == bad + "\n" and samples.read_text() == "".join(good)
+
+
+def test_resume_refuses_two_different_records_of_one_sample(tmp_path):
+    out = tmp_path / "run"
+    run(SMALL + ["dataset.limit=2", f"output_dir={out}"])
+    samples = out / "samples.jsonl"
+    first = lines(samples)[0]
+    (out / "samples.rank1.jsonl").write_text(json.dumps({**first, "output": "other"}) + "\n")
+    with pytest.raises(ValueError, match=r"samples.rank1.jsonl: holds a record of eval-0000 that differs"):
+        run(SMALL + ["dataset.limit=2", f"output_dir={out}"])
+    assert (out / "samples.rank1.jsonl").exists()
 
 
 def test_leftover_rank_files_are_merged_and_skipped(tmp_path):
@@ -391,7 +449,7 @@ def test_killed_process_resumes_with_each_sample_once(tmp_path):
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    done_before = len(records.parse_lines(samples)[0])
+    done_before = len(records.parse_lines(samples))
     assert 2 <= done_before < 10 and not (out / "summary.json").exists()
     again = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
@@ -417,3 +475,10 @@ def test_single_process_accelerate_launch_without_gpus_is_pointed_out(monkeypatc
     monkeypatch.delenv("ACCELERATE_USE_CPU")  # plain `python eval.py`: nothing to say
     evaluation._warn_single_cpu_launch(1)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_shows_loading_and_the_warm_up_before_the_first_sample(tmp_path, capsys):
+    evaluation.evaluate(resolve_config(SMALL + ["dataset.limit=2", f"output_dir={tmp_path / 'run'}"]), show_progress=True)
+    err = capsys.readouterr().err
+    loading, warming, first = err.find("arith: loading the model"), err.find("arith: warming up"), err.find("1/2")
+    assert 0 <= loading < warming < first, err

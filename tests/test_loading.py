@@ -231,6 +231,72 @@ def test_config_id_outside_vocab_is_an_error(tmp_path):
     assert str(path / "config.json") in msg and "eos" in msg and "64" in msg
 
 
+# Official-format configs of models with their own small vocabulary and no end-of-turn token.
+# LLaDA: every key configuration_llada.py's LLaDAConfig writes to config.json (as in the released
+# LLaDA-8B-Instruct config: mask, EOS and pad ids, no BOS or EoT id). Dream: the hub config's keys
+# (bos/eos/pad/mask ids, no EoT id).
+def _official_llada_config(ids: dict[str, int], vocab: int) -> dict:
+    return {
+        "activation_type": "silu", "alibi": False, "alibi_bias_max": 8.0, "architectures": ["LLaDAModelLM"],
+        "attention_dropout": 0.0, "attention_layer_norm": False, "attention_layer_norm_with_affine": True,
+        "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM",
+                     "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"},
+        "bias_for_layer_norm": False, "block_group_size": 1, "block_type": "llama", "d_model": 32,
+        "embedding_dropout": 0.0, "embedding_size": vocab, "eos_token_id": ids["<|endoftext|>"],
+        "flash_attention": False, "include_bias": False, "include_qkv_bias": False, "init_cutoff_factor": None,
+        "init_device": "meta", "init_fn": "mitchell", "init_std": 0.02, "input_emb_norm": False,
+        "layer_norm_type": "rms", "layer_norm_with_affine": True, "mask_token_id": ids["<|mdm_mask|>"],
+        "max_sequence_length": 512, "mlp_hidden_size": 64, "mlp_ratio": 4, "model_type": "llada",
+        "multi_query_attention": None, "n_heads": 4, "n_kv_heads": 4, "n_layers": 2,
+        "pad_token_id": ids["<|endoftext|>"], "precision": "amp_bf16", "residual_dropout": 0.0, "rms_norm_eps": 1e-05,
+        "rope": True, "rope_full_precision": True, "rope_theta": 500000.0, "scale_logits": False,
+        "transformers_version": "4.46.3", "use_cache": False, "vocab_size": vocab, "weight_tying": False,
+    }
+
+
+def _hub_dream_config(ids: dict[str, int], vocab: int) -> dict:
+    return {
+        "architectures": ["DreamModel"], "attention_dropout": 0.0,
+        "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
+        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|endoftext|>"], "hidden_act": "silu",
+        "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64, "mask_token_id": ids["<|mask|>"],
+        "max_position_embeddings": 512, "max_window_layers": 2, "model_type": "Dream", "num_attention_heads": 4,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "pad_token_id": ids["<|endoftext|>"], "rms_norm_eps": 1e-06,
+        "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": None, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "transformers_version": "4.46.2", "use_cache": True, "use_sliding_window": False,
+        "vocab_size": vocab,
+    }
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_official_configs_without_end_of_turn_load_and_generate(family, tmp_path):
+    path = make_checkpoint(tmp_path / family, family, vocab=96)
+    if family == "llada":
+        ids = write_tokenizer(path, ["<|endoftext|>", "<|mdm_mask|>"])
+        config = _official_llada_config(ids, 96)
+    else:
+        ids = write_tokenizer(path, ["<|endoftext|>", "<|mask|>"])
+        config = _hub_dream_config(ids, 96)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    model = unmask.load(path)
+    sp = model.special
+    eos = ids["<|endoftext|>"]
+    assert sp.eot is None and sp.stop_ids == (eos,)
+    assert sp.bos == (None if family == "llada" else eos) and sp.pad == eos
+    assert model.chat_template is None  # the family template needs tokens this vocabulary lacks
+    for options in ({}, {"confidence_eos_eot_inf": True}):
+        result = unmask.generate(model, prompts=["a b c"], gen_length=8, block_length=8, steps=8, chat=True, **options)
+        assert len(result.token_ids[0]) == 8 and sp.mask not in result.token_ids[0]
+
+
+def test_end_of_turn_from_the_family_table_needs_the_vocabulary_to_hold_it(tmp_path):
+    path = make_checkpoint(tmp_path / "llada", "llada")
+    write_tokenizer(path, [s for s in LLADA_SPECIALS if s not in ("<|eot_id|>", "<|startoftext|>")])
+    _edit_config(path, bos_token_id=...)
+    sp = unmask.load(path).special
+    assert sp.eot is None and sp.bos is None and sp.stop_ids == (sp.eos,)
+
+
 # -- tokenizer ----------------------------------------------------------------------------------
 
 
@@ -442,3 +508,81 @@ def test_error_config_not_an_object(ckpt):
     (ckpt / "config.json").write_text("[1, 2, 3]")
     msg = _load_error(ckpt, ValueError)
     assert str(ckpt / "config.json") in msg
+
+
+# -- config values, vocabulary, tokenizer file and weights that would load silently or fail obscurely
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("d_model", "128", ["'d_model'", "integer", "'128'"]),
+        ("n_layers", 2.0, ["'n_layers'", "integer"]),
+        ("n_heads", 0, ["'n_heads'", "positive"]),
+        ("rms_norm_eps", "1e-5", ["'rms_norm_eps'", "number"]),
+        ("weight_tying", "false", ["'weight_tying'", "true or false"]),
+        ("eos_token_id", "0", ["eos_token_id", "integer token id"]),
+    ],
+)
+def test_error_config_value_of_the_wrong_type(ckpt, key, value, words):
+    _edit_config(ckpt, **{key: value})
+    msg = _load_error(ckpt, ValueError)
+    assert str(ckpt / "config.json") in msg and all(w in msg for w in words), msg
+
+
+def test_error_vocab_size_disagrees_with_the_embedding_or_tokenizer(ckpt, tmp_path):
+    _edit_config(ckpt, vocab_size=50000)  # more than the 64 embedding rows
+    msg = _load_error(ckpt, ValueError)
+    assert str(ckpt / "config.json") in msg and "vocab_size 50000" in msg and "embedding_size 64" in msg
+    _edit_config(ckpt, vocab_size=10)  # fewer than the tokenizer's 50 tokens
+    msg = _load_error(ckpt, ValueError)
+    assert str(ckpt / "config.json") in msg and "vocab_size 10" in msg and "50 tokens" in msg
+    small = make_checkpoint(tmp_path / "small", "dream", vocab=40)  # a tokenizer with 48 tokens
+    msg = _load_error(small, ValueError)
+    assert str(small / "tokenizer.json") in msg and "48 tokens" in msg and "40 embedding rows" in msg
+
+
+def test_error_tokenizer_json_that_is_not_json(ckpt):
+    (ckpt / "tokenizer.json").write_text("{not json")
+    msg = _load_error(ckpt, ValueError)
+    assert str(ckpt / "tokenizer.json") in msg
+
+
+def test_error_missing_tokenizer_is_one_message_without_library_noise(ckpt, capfd):
+    (ckpt / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        unmask.load(ckpt)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert str(info.value).startswith(f"{ckpt / 'tokenizer.json'}: missing") and "\n" not in str(info.value)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        (float("nan"), ["NaN or infinite"]),
+        (float("inf"), ["NaN or infinite"]),
+        ("int32", ["dtype int32", "floating point"]),
+    ],
+)
+def test_error_weights_that_are_not_finite_floats(ckpt, value, words):
+    name = "model.transformer.blocks.0.k_proj.weight"
+
+    def edit(tensors):
+        t = tensors[name]
+        if value == "int32":
+            tensors[name] = t.to(torch.int32)
+        else:
+            t[3, 5] = value
+
+    _rewrite_single(ckpt, edit)
+    msg = _load_error(ckpt, ValueError)
+    assert str(ckpt / "model.safetensors") in msg and name in msg and all(w in msg for w in words), msg
+
+
+def test_error_weights_that_overflow_the_load_dtype(ckpt):
+    name = "model.transformer.ln_f.weight"
+    _rewrite_single(ckpt, lambda t: t[name].__setitem__(0, 1e6))
+    assert unmask.load(ckpt, dtype="float32") is not None
+    msg = _load_error(ckpt, ValueError, dtype="float16")
+    assert str(ckpt / "model.safetensors") in msg and name in msg and "overflows float16" in msg

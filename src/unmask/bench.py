@@ -33,7 +33,6 @@ from .config import (
     resolve_device,
     split_overrides,
 )
-from .engine.allocator import keep_freed_memory
 
 # Each method's paper defaults, as overrides on top of the user's (the user's value wins).
 # Parallel (threshold) decoding where the paper decodes that way: Fast-dLLM (prefix, dual) and
@@ -317,6 +316,8 @@ def run_bench(
 
     task, samples = task_samples(first)
     require_model_path(first)
+    from .engine.allocator import keep_freed_memory  # imports torch: not at module level, for --help
+
     kept = keep_freed_memory()  # steady step times: no page faults from re-mapping freed temporaries
     if not samples:
         raise ValueError(f"dataset.name={first.dataset['name']} has no samples")

@@ -75,12 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             _split_prompt(args)
+            from .threads import apply_policy
+
+            apply_policy()
             return cmd_generate(args)
         if args.command in DELEGATED:
             import importlib
 
             module = importlib.import_module(DELEGATED[args.command][0])
             return module.main(args.words) or 0
+        from .threads import apply_policy
+
+        apply_policy()
         from .train import main as train_main
 
         return train_main(args.words) or 0

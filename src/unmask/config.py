@@ -484,6 +484,9 @@ def command_main(name: str, usage: str, argv: list[str] | None, body: Callable[[
         print(usage)
         return 0
     try:
+        from .threads import apply_policy
+
+        apply_policy()
         return body(argv) or 0
     except (ValueError, FileNotFoundError) as exc:
         print(f"unmask {name}: error: {exc}", file=sys.stderr)

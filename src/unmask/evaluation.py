@@ -52,6 +52,7 @@ def run_samples(
     *,
     warmup: bool = True,
     on_record: Callable[[dict], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Decode and score `samples` in order, `batch_size` prompts per `unmask.generate` call.
 
@@ -60,7 +61,8 @@ def run_samples(
     first prompt runs first. Returns one record per sample (keys: id, prompt, output,
     raw_output, extracted, correct, detail, tokens, nfe, seconds, batch, batch_size,
     batch_seconds, refresh_fraction, row_fraction, peak_memory_mb); `on_record` sees each
-    record as soon as it exists. `metrics.summarize` turns the records into the reported numbers.
+    record as soon as it exists, `on_phase` hears "warm-up" before the warm-up and "decode" when
+    the timed samples start. `metrics.summarize` turns the records into the reported numbers.
     """
     from .generate import generate
 
@@ -71,7 +73,11 @@ def run_samples(
     stops = task.stop_strings()
     out: list[dict] = []
     if warmup and samples:
+        if on_phase is not None:
+            on_phase("warm-up")
         generate(model, prompts=[samples[0].prompt], cache=cache, seed=seed, **generation)
+    if on_phase is not None:
+        on_phase("decode")
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
         result = generate(
@@ -164,6 +170,8 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
         cfg.output_dir = config["output_dir"] = records.default_output_dir(config)
     out = Path(cfg.output_dir)
     resuming = records.check_config(out, config)  # every process checks, so all fail alike
+    records.read_records(out)  # a bad record line stops every process, before any file is rewritten
+    state.wait_for_everyone()
     order = [s.id for s in samples]
     if state.is_main_process:
         if not resuming:
@@ -182,12 +190,17 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
             file=sys.stderr,
         )
     if mine:
+        name = cfg.dataset["name"]
+        # The bar says what the minutes before the first sample are spent on (loading, the untimed warm-up).
+        bar = tqdm(total=len(mine), desc=f"{name}: loading the model", disable=not (show_progress and state.is_main_process))
         torch.manual_seed(cfg.seed)
         model = load_model(cfg, device=device)
         if model.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(model.device)
         new: list[dict] = []
-        bar = tqdm(total=len(mine), desc=f"{cfg.dataset['name']}", disable=not (show_progress and state.is_main_process))
+
+        def on_phase(phase: str) -> None:
+            bar.set_description(f"{name}: warming up (one untimed generate)" if phase == "warm-up" else name)
         with records.RecordWriter(records.rank_file(out, rank, world)) as writer:
 
             def on_record(rec: dict) -> None:
@@ -197,7 +210,7 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
                 bar.update(1)
                 bar.set_postfix(metrics.progress_postfix(new), refresh=False)
 
-            run_samples(model, task, mine, cfg.cache, cfg.generation, cfg.batch_size, on_record=on_record)
+            run_samples(model, task, mine, cfg.cache, cfg.generation, cfg.batch_size, on_record=on_record, on_phase=on_phase)
         bar.close()
     state.wait_for_everyone()
     if not state.is_main_process:

@@ -1,8 +1,9 @@
 """An evaluation run's directory: the resolved config, per-sample JSON lines, the summary.
 
 Resume rests on three rules: a record is one JSON line appended and flushed as soon as its
-sample is scored; reading tolerates a torn last line (a killed process) and keeps the first
-record of an id; and a directory is only resumed by a run whose result-relevant config matches.
+sample is scored; reading repairs only a torn last line (a killed write) and stops at any other
+bad line, naming file and line, so finished work is never dropped; and a directory is only
+resumed by a run whose result-relevant config matches.
 """
 
 from __future__ import annotations
@@ -110,27 +111,61 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def parse_lines(path: Path) -> tuple[list[dict], int]:
-    """Records of a JSON-lines file and the number of lines that were not valid records."""
-    good: list[dict] = []
-    bad = 0
+# The keys resume and the summary read; a line without them is not a finished record.
+REQUIRED_KEYS = ("id", "prompt", "correct", "tokens", "nfe", "seconds", "batch", "peak_memory_mb")
+
+
+def _record_problem(line: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) for a valid record line, else (None, what is wrong with it)."""
     try:
-        text = path.read_text(errors="replace")
+        rec = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc})"
+    if not isinstance(rec, dict):
+        return None, f"a JSON {type(rec).__name__}, not a record object"
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    if missing:
+        return None, f"a record without {missing}"
+    if not isinstance(rec["id"], str):
+        return None, f"a record whose id {rec['id']!r} is not a string"
+    return rec, None
+
+
+def split_tail(data: bytes) -> tuple[list[bytes], bytes]:
+    """Newline-terminated lines and the unterminated rest (b"" when the file ends with a newline)."""
+    *lines, tail = data.split(b"\n")
+    return lines, tail
+
+
+def parse_lines(path: Path) -> list[dict]:
+    """The records of a JSON-lines file, in file order.
+
+    A last line without its newline is a write cut short by a kill: kept when it is a whole
+    record, skipped otherwise (the sample runs again). Any other line that is not a record
+    raises, naming the file and line: dropping it would silently delete finished work."""
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
-        return good, bad
-    for line in text.splitlines():
+        return []
+    lines, tail = split_tail(data)
+    good: list[dict] = []
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+        rec, problem = _record_problem(line)
+        if problem is not None:
+            raise ValueError(
+                f"{path}:{number}: {problem}. Records are never dropped silently: repair or delete that line "
+                "(or move the file aside), or choose another output_dir=..."
+            )
+        good.append(rec)
+    if tail.strip():
+        rec, _ = _record_problem(tail)
+        if rec is not None:
             good.append(rec)
-        else:
-            bad += 1
-    return good, bad
+    return good
 
 
 def sample_files(out_dir: str | Path) -> list[Path]:
@@ -139,17 +174,31 @@ def sample_files(out_dir: str | Path) -> list[Path]:
 
 
 def read_records(out_dir: str | Path) -> dict[str, dict]:
-    """Every finished sample of the directory, first record per id."""
+    """Every finished sample of the directory, first record per id; raises on a bad line, and on
+    two different records of one id (which of them is the result is not for resume to guess)."""
     found: dict[str, dict] = {}
+    where: dict[str, Path] = {}
     for path in sample_files(out_dir):
-        for rec in parse_lines(path)[0]:
-            found.setdefault(rec["id"], rec)
+        for rec in parse_lines(path):
+            sid = rec["id"]
+            if sid not in found:
+                found[sid], where[sid] = rec, path
+            elif _without_rank(found[sid]) != _without_rank(rec):
+                raise ValueError(
+                    f"{path}: holds a record of {sid} that differs from the one in {where[sid]}; "
+                    "keep one of them (edit the files) or choose another output_dir=..."
+                )
     return found
+
+
+def _without_rank(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k != "rank"}
 
 
 def consolidate(out_dir: str | Path, order: Iterable[str] = ()) -> dict[str, dict]:
     """Merge samples.jsonl and any per-rank files into one clean samples.jsonl (sample order
-    first, then any other ids), dropping torn lines and duplicates; remove the rank files."""
+    first, then any other ids), dropping only a torn last line and exact duplicates; remove the
+    rank files."""
     out = Path(out_dir)
     found = read_records(out)
     rank_files = sorted(out.glob(RANK_GLOB))
@@ -164,14 +213,22 @@ def consolidate(out_dir: str | Path, order: Iterable[str] = ()) -> dict[str, dic
     return {sid: found[sid] for sid in ids}
 
 
-def drop_torn_tail(path: Path) -> None:
-    """Cut a partial last line (a process killed mid-write) so appended records start clean."""
+def repair_tail(path: Path) -> None:
+    """Make the file end at a line break before appending: a whole record that only lacks its
+    newline gets one; a partial line (a process killed mid-write) is cut."""
     if not path.exists():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
+    _, tail = split_tail(data)
+    if not tail:
+        return
+    rec, _ = _record_problem(tail)
+    with open(path, "r+b") as f:
+        if rec is not None:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        else:
+            f.truncate(len(data) - len(tail))
 
 
 class RecordWriter:
@@ -180,7 +237,7 @@ class RecordWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        drop_torn_tail(self.path)
+        repair_tail(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:

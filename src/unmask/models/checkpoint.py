@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -103,24 +104,72 @@ def _tensor_names(file: Path) -> list[str]:
         raise ValueError(f"{file}: not a readable safetensors file ({exc})") from exc
 
 
+OPTIONAL_ROLES = ("eot", "bos")  # a model may have neither; mask and EOS are required
+
+
 def _special_tokens(family: Family, cfg: dict, tok: Tokenizer, vocab: int, source: Path) -> SpecialTokens:
-    """Config ids first, then the tokenizer's named tokens, then the family table."""
+    """Config ids first, then the tokenizer's named tokens, then the family table.
+
+    The table holds the ids of the family's own vocabulary: for end of turn and BOS its id is
+    only taken when it lies inside this model's vocabulary; otherwise the model has none (stops
+    fall back to EOS alone). A missing mask or EOS id is an error."""
     ids: dict[str, int | None] = {}
     for role in ("mask", "eos", "eot", "bos", "pad"):
-        value = cfg.get(f"{role}_token_id")
+        key = f"{role}_token_id"
+        value = cfg.get(key)
         if isinstance(value, list):
             value = value[0] if value else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{source}: {key} must be an integer token id, found {value!r} ({type(value).__name__})")
         if value is None and role in family.special_names:
             value = tok.token_to_id(family.special_names[role])
         if value is None:
             value = ids.get("eos") if role == "pad" else family.special_defaults.get(role)
+            if role in OPTIONAL_ROLES and value is not None and not 0 <= value < vocab:
+                value = None
         if value is not None and not 0 <= value < vocab:
             raise ValueError(f"{source}: {role} token id {value} is outside the vocabulary of {vocab}")
         ids[role] = value
-    for role in ("mask", "eos", "eot"):
+    for role in ("mask", "eos"):
         if ids[role] is None:
             raise ValueError(f"{source}: no {role} token id in config.json or the tokenizer")
     return SpecialTokens(**ids)
+
+
+def _check_vocabulary(raw: dict, rows: int, tokenizer: Tokenizer, path: Path) -> None:
+    """The tokenizer's ids must all have embedding rows, and config.json's vocab_size must cover them."""
+    n = tokenizer.vocab_size
+    if n > rows:
+        raise ValueError(
+            f"{path / 'tokenizer.json'}: {n} tokens, but the model has {rows} embedding rows ({path / 'config.json'})"
+        )
+    declared = raw.get("vocab_size")
+    if isinstance(declared, int) and declared < n:
+        raise ValueError(f"{path / 'config.json'}: vocab_size {declared} is smaller than the tokenizer's {n} tokens")
+
+
+CHAT_MARKER = re.compile(r"<\|[^|]+\|>")
+
+
+def _chat_template(raw: dict, family: Family, tokenizer: Tokenizer) -> str | None:
+    """The checkpoint's own template, else the family's when the tokenizer has every special
+    token it uses (a model with its own vocabulary, e.g. without an end-of-turn token, has none)."""
+    if "unmask_chat_template" in raw:
+        return raw["unmask_chat_template"]
+    markers = set(CHAT_MARKER.findall(family.chat_template))
+    return family.chat_template if all(tokenizer.token_to_id(m) is not None for m in markers) else None
+
+
+def _checked_tensor(tensor: torch.Tensor, name: str, file: Path, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """The tensor in the load dtype, refusing integer weights and values that are not finite."""
+    if not tensor.dtype.is_floating_point:
+        raise ValueError(f"{file}: tensor {name} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights must be floating point")
+    out = tensor.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(out).all()):
+        if bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{file}: tensor {name} overflows {str(dtype).removeprefix('torch.')}; load it in float32 or bfloat16")
+        raise ValueError(f"{file}: tensor {name} holds NaN or infinite values")
+    return out
 
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -148,6 +197,7 @@ def load(
     cfg, tie = family.parse_config(raw, str(cfg_file))
     cfg.validate(str(cfg_file))
     tokenizer = Tokenizer.from_dir(path)
+    _check_vocabulary(raw, cfg.vocab_size, tokenizer, path)
     special = _special_tokens(family, raw, tokenizer, cfg.vocab_size, cfg_file)
 
     with torch.device("meta"):
@@ -182,7 +232,7 @@ def load(
                 want = tuple(expected[internal].shape)
                 if tuple(tensor.shape) != want:
                     raise ValueError(f"{file}: tensor {ckpt_name} has shape {tuple(tensor.shape)}, expected {want}")
-                state[internal] = tensor.to(device=device, dtype=dtype)
+                state[internal] = _checked_tensor(tensor, ckpt_name, file, dtype, device)
     if tie:
         state["lm_head.weight"] = state["embed.weight"]
     module.load_state_dict(state, strict=True, assign=True)
@@ -198,7 +248,7 @@ def load(
         tokenizer=tokenizer,
         path=str(path),
         name=str(path_or_name),
-        chat_template=raw.get("unmask_chat_template", family.chat_template),
+        chat_template=_chat_template(raw, family, tokenizer),
     )
 
 

@@ -11,14 +11,14 @@ class SpecialTokens:
 
     mask: int
     eos: int
-    eot: int
+    eot: int | None  # end of turn; None for a model without one (EOS alone ends answers)
     bos: int | None
     pad: int
 
     @property
     def stop_ids(self) -> tuple[int, ...]:
         """Ids that end an answer (EOS and end of turn)."""
-        return (self.eos,) if self.eos == self.eot else (self.eos, self.eot)
+        return (self.eos,) if self.eot in (None, self.eos) else (self.eos, self.eot)
 
 
 @dataclass(frozen=True)

@@ -39,45 +39,85 @@ def _need(cfg: dict, key: str, source: str):
     return cfg[key]
 
 
+def _found(value) -> str:
+    return f"found {value!r} ({type(value).__name__})"
+
+
+def _int(cfg: dict, key: str, source: str, default: int | None = None, *, required: bool = True) -> int | None:
+    """A positive integer config value; `required=False` lets a missing or null key give `default`."""
+    value = _need(cfg, key, source) if required else cfg.get(key)
+    if value is None and not required:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{source}: config key '{key}' must be an integer, {_found(value)}")
+    if value < 1:
+        raise ValueError(f"{source}: config key '{key}' must be positive, found {value}")
+    return value
+
+
+def _float(cfg: dict, key: str, source: str, default: float) -> float:
+    """A positive number (a JSON integer is fine), or `default` when the key is absent."""
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{source}: config key '{key}' must be a number, {_found(value)}")
+    if not value > 0:
+        raise ValueError(f"{source}: config key '{key}' must be positive, found {value}")
+    return float(value)
+
+
+def _bool(cfg: dict, key: str, source: str) -> bool:
+    value = cfg.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError(f"{source}: config key '{key}' must be true or false, {_found(value)}")
+    return value
+
+
 def _parse_llada(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
-    if cfg.get("include_bias", False) or cfg.get("include_qkv_bias", False):
+    if _bool(cfg, "include_bias", source) or _bool(cfg, "include_qkv_bias", source):
         raise ValueError(f"{source}: include_bias=true is not a LLaDA-8B layout unmask supports")
-    n_heads = _need(cfg, "n_heads", source)
-    vocab = cfg.get("embedding_size") or _need(cfg, "vocab_size", source)
+    n_heads = _int(cfg, "n_heads", source)
+    vocab = _int(cfg, "vocab_size", source, required="embedding_size" not in cfg)
+    rows = _int(cfg, "embedding_size", source, vocab, required=False)  # the embedding may be padded past the vocabulary
+    if rows is None:
+        raise ValueError(f"{source}: missing config key 'vocab_size'")
+    if vocab is not None and vocab > rows:
+        raise ValueError(f"{source}: vocab_size {vocab} is larger than embedding_size {rows} (the embedding's rows)")
     mc = ModelConfig(
         family="llada",
-        hidden_size=_need(cfg, "d_model", source),
-        num_layers=_need(cfg, "n_layers", source),
+        hidden_size=_int(cfg, "d_model", source),
+        num_layers=_int(cfg, "n_layers", source),
         num_heads=n_heads,
-        num_kv_heads=cfg.get("n_kv_heads") or n_heads,
-        intermediate_size=_need(cfg, "mlp_hidden_size", source),
-        vocab_size=vocab,
-        rope_theta=float(cfg.get("rope_theta", 10000.0)),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-        max_position=int(cfg.get("max_sequence_length", 4096)),
+        num_kv_heads=_int(cfg, "n_kv_heads", source, n_heads, required=False),
+        intermediate_size=_int(cfg, "mlp_hidden_size", source),
+        vocab_size=rows,
+        rope_theta=_float(cfg, "rope_theta", source, 10000.0),
+        rms_norm_eps=_float(cfg, "rms_norm_eps", source, 1e-5),
+        max_position=_int(cfg, "max_sequence_length", source, 4096, required=False),
         qkv_bias=False,
         shift_logits=False,
     )
-    return mc, bool(cfg.get("weight_tying", False))
+    return mc, _bool(cfg, "weight_tying", source)
 
 
 def _parse_dream(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
-    n_heads = _need(cfg, "num_attention_heads", source)
+    n_heads = _int(cfg, "num_attention_heads", source)
     mc = ModelConfig(
         family="dream",
-        hidden_size=_need(cfg, "hidden_size", source),
-        num_layers=_need(cfg, "num_hidden_layers", source),
+        hidden_size=_int(cfg, "hidden_size", source),
+        num_layers=_int(cfg, "num_hidden_layers", source),
         num_heads=n_heads,
-        num_kv_heads=cfg.get("num_key_value_heads") or n_heads,
-        intermediate_size=_need(cfg, "intermediate_size", source),
-        vocab_size=_need(cfg, "vocab_size", source),
-        rope_theta=float(cfg.get("rope_theta", 1e6)),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        max_position=int(cfg.get("max_position_embeddings", 32768)),
+        num_kv_heads=_int(cfg, "num_key_value_heads", source, n_heads, required=False),
+        intermediate_size=_int(cfg, "intermediate_size", source),
+        vocab_size=_int(cfg, "vocab_size", source),
+        rope_theta=_float(cfg, "rope_theta", source, 1e6),
+        rms_norm_eps=_float(cfg, "rms_norm_eps", source, 1e-6),
+        max_position=_int(cfg, "max_position_embeddings", source, 32768, required=False),
         qkv_bias=True,
         shift_logits=True,
     )
-    return mc, bool(cfg.get("tie_word_embeddings", False))
+    return mc, _bool(cfg, "tie_word_embeddings", source)
 
 
 LLADA = Family(

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Files from which transformers can build a tokenizer when tokenizer.json is absent.
+OTHER_TOKENIZER_FILES = ("tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt",
+                         "special_tokens_map.json", "tiktoken.model")
+
 
 class Tokenizer:
     """Encode/decode without adding special tokens: templates place BOS and friends explicitly."""
@@ -15,19 +19,36 @@ class Tokenizer:
 
     @classmethod
     def from_dir(cls, path: Path) -> "Tokenizer":
+        """tokenizer.json through `tokenizers`; other tokenizer files through transformers.
+
+        Errors name the file and stand alone (no chained traceback from inside the libraries)."""
         file = path / "tokenizer.json"
         if file.exists():
             from tokenizers import Tokenizer as Fast
 
-            return cls(Fast.from_file(str(file)), "fast")
+            try:
+                return cls(Fast.from_file(str(file)), "fast")
+            except Exception as exc:  # tokenizers' parse errors do not name the file
+                raise ValueError(f"{file}: not a readable tokenizer file ({exc})") from None
+        others = sorted(p.name for p in path.iterdir() if p.name in OTHER_TOKENIZER_FILES)
+        if not others:
+            raise FileNotFoundError(
+                f"{file}: missing (and no other tokenizer files such as tokenizer_config.json in {path})"
+            ) from None
         try:
             from transformers import AutoTokenizer
+            from transformers.utils import logging as hf_logging
         except ImportError:  # pragma: no cover - transformers is a dev dependency
-            raise FileNotFoundError(f"{file}: missing (and transformers is not installed to read other formats)")
+            raise FileNotFoundError(f"{file}: missing (and transformers is not installed to read {others})") from None
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its warnings would print before our error
         try:
             return cls(AutoTokenizer.from_pretrained(str(path), local_files_only=True), "hf")
         except Exception as exc:
-            raise FileNotFoundError(f"{file}: missing, and no other tokenizer files could be read: {exc}") from exc
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FileNotFoundError(f"{file}: missing, and transformers could not read {others}: {reason}") from None
+        finally:
+            hf_logging.set_verbosity(level)
 
     def encode(self, text: str) -> list[int]:
         if self._kind == "fast":
