@@ -4,6 +4,7 @@ neither the runner process nor files outside the sandbox are touched."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -285,6 +286,25 @@ def test_chdir_outside_is_refused(tmp_path):
     assert result.status == "failed" and "not allowed" in result.detail
 
 
+def test_program_cannot_signal_the_runner_through_a_process_descriptor():
+    # pidfd_send_signal has no audit event; the seccomp filter refuses pidfd_open.
+    received = []
+    previous = signal.signal(signal.SIGUSR2, lambda *_: received.append(True))
+    try:
+        result, _ = run("import os, signal\nsignal.pidfd_send_signal(os.pidfd_open(os.getppid()), signal.SIGUSR2)\n")
+        time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert not result.passed and received == []
+
+
+def test_seccomp_filter_is_installed():
+    if os.uname().machine not in ("x86_64", "aarch64") or "Seccomp:" not in open("/proc/self/status").read():
+        pytest.skip("no seccomp table for this machine or kernel")
+    result, _ = run("import re\nassert re.search(r'Seccomp:\\s+2', open('/proc/self/status').read())\n")
+    assert result.passed, result.detail
+
+
 def test_files_inside_the_sandbox_still_work():
     code = (
         "import os, shutil, tempfile, pathlib\n"
@@ -295,6 +315,11 @@ def test_files_inside_the_sandbox_still_work():
         "pathlib.Path('p.txt').write_text('y')\npathlib.Path('p.txt').unlink()\n"
         "with tempfile.TemporaryDirectory() as d:\n    open(os.path.join(d, 'x'), 'w').write('z')\n"
         "shutil.rmtree('a')\nos.chdir(os.getcwd())\nassert not os.path.exists('a')\n"
+        # threads (clone with CLONE_THREAD) and signals to this process itself still work
+        "import threading, concurrent.futures, signal\n"
+        "with concurrent.futures.ThreadPoolExecutor(2) as pool:\n    assert list(pool.map(abs, [-1, 2])) == [1, 2]\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: None)\nsignal.raise_signal(signal.SIGUSR1)\n"
+        "from collections import namedtuple\nimport logging, typing, warnings\nlogging.getLogger('x').info('y')\n"
     )
     result, _ = run(code)
     assert result.passed, result.detail

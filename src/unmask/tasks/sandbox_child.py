@@ -65,17 +65,30 @@ PATH_EVENTS = {
 # outside file would change it.
 FD_EVENTS = frozenset({"os.truncate"})
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-# Syscalls refused by the seccomp filter: they create device nodes, FIFOs, links or change the root,
-# mounts or namespaces, and some have no audit event (mkfifo, mknod, chroot). Per machine:
-# (AUDIT_ARCH value, syscall numbers).
-SECCOMP_SYSCALLS = {
-    # mknod mknodat chroot link linkat symlink symlinkat mount umount2 pivot_root ptrace
-    # process_vm_readv process_vm_writev setns unshare open_by_handle_at
-    "x86_64": (0xC000003E, (133, 259, 161, 86, 265, 88, 266, 165, 166, 155, 101, 310, 311, 308, 272, 304)),
-    # mknodat chroot linkat symlinkat mount umount2 pivot_root ptrace process_vm_readv
-    # process_vm_writev setns unshare open_by_handle_at
-    "aarch64": (0xC00000B7, (33, 51, 37, 36, 40, 39, 41, 117, 270, 271, 268, 97, 265)),
+# The seccomp filter, per machine: the AUDIT_ARCH value and syscall numbers by name. Refused with
+# EPERM: device nodes and FIFOs, links, chroot, mounts, namespaces, ptrace and reading or writing
+# another process's memory, opening files by handle, exec, fork (clone without CLONE_THREAD) and
+# process descriptors (pidfd_send_signal has no audit event); kill and friends only reach this
+# process. clone3 answers ENOSYS, so the C library falls back to clone, whose flags can be checked.
+SECCOMP_TABLES = {
+    "x86_64": (0xC000003E, {
+        "mknod": 133, "mknodat": 259, "chroot": 161, "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266,
+        "mount": 165, "umount2": 166, "pivot_root": 155, "setns": 308, "unshare": 272, "ptrace": 101,
+        "process_vm_readv": 310, "process_vm_writev": 311, "open_by_handle_at": 304, "execve": 59,
+        "execveat": 322, "fork": 57, "vfork": 58, "pidfd_open": 434, "pidfd_send_signal": 424,
+        "pidfd_getfd": 438, "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
+        "rt_tgsigqueueinfo": 297, "clone": 56, "clone3": 435,
+    }),
+    "aarch64": (0xC00000B7, {
+        "mknodat": 33, "chroot": 51, "linkat": 37, "symlinkat": 36, "mount": 40, "umount2": 39, "pivot_root": 41,
+        "setns": 268, "unshare": 97, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+        "open_by_handle_at": 265, "execve": 221, "execveat": 281, "pidfd_open": 434, "pidfd_send_signal": 424,
+        "pidfd_getfd": 438, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
+        "rt_tgsigqueueinfo": 240, "clone": 220, "clone3": 435,
+    }),
 }
+OWN_PROCESS_ONLY = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+CLONE_THREAD = 0x00010000
 
 
 def set_limits(cpu_s: int, memory_mb: int, file_mb: int) -> None:
@@ -93,22 +106,42 @@ def set_limits(cpu_s: int, memory_mb: int, file_mb: int) -> None:
             pass
 
 
-def seccomp_filter(machine: str) -> bytes | None:
-    """A classic-BPF program answering EPERM to the syscalls in SECCOMP_SYSCALLS (None: unknown machine)."""
+def seccomp_filter(machine: str, pid: int) -> bytes | None:
+    """The classic-BPF program described at SECCOMP_TABLES (None on a machine without a table)."""
     import struct
 
-    if machine not in SECCOMP_SYSCALLS:
+    if machine not in SECCOMP_TABLES:
         return None
-    arch, numbers = SECCOMP_SYSCALLS[machine]
-    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, eperm = 0x7FFF0000, 0x00050000 | 1
-    checks = [(jge, 0x40000000)] + [(jeq, n) for n in numbers]  # x32 numbers first (x86_64 only)
-    program = [(load, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, eperm), (load, 0, 0, 0)]
-    deny_at = len(program) + len(checks) + 1
-    for code, k in checks:
-        program.append((code, deny_at - (len(program) + 1), 0, k))
-    program += [(ret, 0, 0, allow), (ret, 0, 0, eperm)]
-    return b"".join(struct.pack("HBBI", *ins) for ins in program)
+    arch, numbers = SECCOMP_TABLES[machine]
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    # (code, jump-if-true label, jump-if-false label, k); labels name the instructions below.
+    program = [(ld, None, None, 4), (jeq, None, "deny", arch), (ld, None, None, 0), (jge, "deny", None, 0x40000000)]
+    for name, number in numbers.items():
+        if name == "clone":
+            program.append((jeq, "clone", None, number))
+        elif name == "clone3":
+            program.append((jeq, "enosys", None, number))
+        elif name in OWN_PROCESS_ONLY:
+            program.append((jeq, "own", None, number))
+        else:
+            program.append((jeq, "deny", None, number))
+    program.append((ret, None, None, allow))
+    labels = {}
+    for label, tail in (  # BPF jumps only forward
+        ("own", [(ld, None, None, 16), (jeq, "allow", "deny", pid)]),  # the low word of the first argument
+        ("clone", [(ld, None, None, 16), (jset, "allow", "deny", CLONE_THREAD)]),
+        ("enosys", [(ret, None, None, enosys)]),
+        ("allow", [(ret, None, None, allow)]),
+        ("deny", [(ret, None, None, eperm)]),
+    ):
+        labels[label] = len(program)
+        program += tail
+    out = []
+    for i, (code, jt, jf, k) in enumerate(program):
+        offset = lambda label: 0 if label is None else labels[label] - (i + 1)  # noqa: E731
+        out.append(struct.pack("HBBI", code, offset(jt), offset(jf), k))
+    return b"".join(out)
 
 
 def confine_with_ctypes() -> None:
@@ -118,7 +151,7 @@ def confine_with_ctypes() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.unshare(CLONE_NEWNET)  # needs root or CAP_SYS_ADMIN; the hook blocks sockets anyway
-        bpf = seccomp_filter(os.uname().machine)
+        bpf = seccomp_filter(os.uname().machine, os.getpid())
         if bpf is not None:
             class SockFprog(ctypes.Structure):
                 _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
