@@ -440,3 +440,20 @@ def test_hook_lets_the_verdict_file_open_only_from_the_last_line(tmp_path):
     make_hook(str(tmp_path / "root"), verdict, frame, here + 3)("open", (verdict, None, os.O_WRONLY))
     with pytest.raises(PermissionError):  # the exemption is for that file only
         make_hook(str(tmp_path / "root"), verdict, frame, here + 5)("open", (verdict + "2", None, os.O_WRONLY))
+
+
+def test_hook_looks_up_no_global_names():
+    # The program can rebind builtins and the harness module's globals; a hook that looked a name up
+    # there (isinstance, tuple, os.path.realpath ...) would run the program's replacement.
+    import dis
+
+    from unmask.tasks.sandbox_child import make_hook
+
+    frame = sys._getframe()
+    code = make_hook("/nonexistent", "/nonexistent-verdict", frame, 0).__code__
+    codes, lookups = [code], []
+    while codes:
+        current = codes.pop()
+        codes += [c for c in current.co_consts if hasattr(c, "co_code")]
+        lookups += [i.argval for i in dis.get_instructions(current) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")]
+    assert lookups == []

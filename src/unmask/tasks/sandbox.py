@@ -4,11 +4,14 @@ Each program runs in its own `python -I` process, in a fresh temporary directory
 directory, as the leader of a new session (so one kill reaches everything it started), with
 stdin/stdout/stderr on /dev/null. Limits: a wall-clock timeout that kills the whole process
 group, RLIMIT_CPU / RLIMIT_AS / RLIMIT_FSIZE / RLIMIT_NPROC, a new network namespace when the
-kernel permits it, and an audit hook in the child (`sandbox_child.py`) that refuses process
-creation, signals, sockets, ctypes and any write, rename or deletion outside the temporary
-directory (root ignores RLIMIT_NPROC, so the hook is what stops a fork bomb there). This is a
-guard against accidents and sloppy model output, not a security boundary against an attacker
-who targets it; run untrusted models in a container as well.
+kernel permits it, a seccomp filter (no exec, fork, device nodes, FIFOs, links, chroot, mounts,
+ptrace, or signals to other processes) and an audit hook in the child (`sandbox_child.py`) that
+refuses process creation, signals, sockets, ctypes, tracing, sub-interpreters, and any write,
+rename, deletion or metadata change outside the temporary directory, including through directory
+descriptors (`dir_fd`) and `..` (root ignores RLIMIT_NPROC, so the hook and the filter are what stop
+a fork bomb there). This is a guard against accidents, sloppy model output and programs that game
+the verdict, not a security boundary against an attacker who corrupts the interpreter's memory
+(hand-made bytecode, for one); run untrusted models in a container as well.
 
 Verdicts: ``passed`` (ran to the end), ``failed`` (raised: a failing assert, a blocked
 operation, MemoryError, sys.exit ...), ``timeout`` (wall clock or CPU limit), ``error`` (did not

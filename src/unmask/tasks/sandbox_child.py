@@ -196,11 +196,11 @@ def make_hook(root: str, verdict: str, judge_frame, last_line: int):
     import _stat
     import posix
 
-    lstat, stat, readlink, getcwd = posix.lstat, posix.stat, posix.readlink, posix.getcwd
+    lstat, stat, readlink = posix.lstat, posix.stat, posix.readlink
     is_link, is_dir = _stat.S_ISLNK, _stat.S_ISDIR
     encode, decode, split, join, startswith = str.encode, bytes.decode, str.split, str.join, str.startswith
     str_t, bytes_t, int_t, type_, issubclass_, len_, denied = str, bytes, int, type, issubclass, len, PermissionError
-    as_int, repr_ = int.__index__, repr
+    as_int, repr_, tuple_ = int.__index__, repr, tuple
     blocked, prefixes = BLOCKED_EVENTS, BLOCKED_PREFIXES
     blocked_imports, blocked_import_prefixes = BLOCKED_IMPORTS, BLOCKED_IMPORT_PREFIXES
     path_names = frozenset(PATH_EVENTS)
@@ -238,7 +238,7 @@ def make_hook(root: str, verdict: str, judge_frame, last_line: int):
             checks = ()
             for name, layout in path_events:
                 if name == event:
-                    checks = tuple(
+                    checks = tuple_(
                         (args[i] if i < len_(args) else None, args[d] if 0 <= d < len_(args) else -1, False)
                         for i, d in layout
                     )
