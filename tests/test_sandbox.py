@@ -457,3 +457,43 @@ def test_hook_looks_up_no_global_names():
         codes += [c for c in current.co_consts if hasattr(c, "co_code")]
         lookups += [i.argval for i in dis.get_instructions(current) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")]
     assert lookups == []
+
+
+def test_hook_keeps_only_immutable_locals(tmp_path):
+    # A signal handler or a finalizer running inside the hook can read its frame's locals; a list
+    # there (say, the path resolved so far) could be changed under the hook's feet.
+    import types
+
+    from unmask.tasks.sandbox_child import make_hook
+
+    frame = sys._getframe()
+    hook = make_hook(str(tmp_path / "root"), str(tmp_path / "verdict"), frame, 0)
+    immutable = (str, bytes, int, bool, type(None), frozenset, type, types.FrameType, types.BuiltinFunctionType,
+                 types.MethodDescriptorType, types.WrapperDescriptorType)
+    seen = []
+
+    def frozen(value):
+        if isinstance(value, tuple):
+            return all(frozen(v) for v in value)
+        return type(value) in immutable or isinstance(value, type)
+
+    def tracer(f, event, arg):
+        if f.f_code is hook.__code__:
+            seen.extend((name, type(value).__name__) for name, value in f.f_locals.items() if not frozen(value))
+            return tracer
+        return None
+
+    fd = os.open(tmp_path, os.O_RDONLY)
+    sys.settrace(tracer)
+    try:
+        for event, args in [
+            ("open", (f"/proc/self/root{tmp_path}/x", None, os.O_WRONLY)),
+            ("os.remove", ("x", fd)),
+            ("os.rename", (f"{tmp_path}/a", f"{tmp_path}/b", -1, -1)),
+        ]:
+            with pytest.raises(PermissionError):
+                hook(event, args)
+    finally:
+        sys.settrace(None)
+        os.close(fd)
+    assert seen == []

@@ -191,14 +191,17 @@ def make_hook(root: str, verdict: str, judge_frame, last_line: int):
     """The audit hook: confines writes to `root` and guards the pass signal (see the module docstring).
 
     Everything it uses is bound here, as C functions or immutable values: global names would be
-    looked up in this module's and the builtins' dictionaries, which the program can rewrite.
+    looked up in this module's and the builtins' dictionaries, which the program can rewrite. Its
+    own locals are immutable too, and it calls no code of the program's (no methods of the
+    program's objects), because a signal handler or a finalizer that runs while it decides can read
+    its frame's locals.
     """
     import _stat
     import posix
 
     lstat, stat, readlink = posix.lstat, posix.stat, posix.readlink
     is_link, is_dir = _stat.S_ISLNK, _stat.S_ISDIR
-    encode, decode, split, join, startswith = str.encode, bytes.decode, str.split, str.join, str.startswith
+    encode, decode, split, rfind, startswith = str.encode, bytes.decode, str.split, str.rfind, str.startswith
     str_t, bytes_t, int_t, type_, issubclass_, len_, denied = str, bytes, int, type, issubclass, len, PermissionError
     as_int, repr_, tuple_ = int.__index__, repr, tuple
     blocked, prefixes = BLOCKED_EVENTS, BLOCKED_PREFIXES
@@ -224,7 +227,7 @@ def make_hook(root: str, verdict: str, judge_frame, last_line: int):
             if path is None or issubclass_(type_(path), int_t):
                 return  # an already open descriptor
             writes = (issubclass_(type_(flags), int_t) and as_int(flags) & write_flags) or (
-                issubclass_(type_(mode), str_t) and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
+                type_(mode) is str_t and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
             )
             directory_read = mode is None and not writes  # os.open: could yield a dir_fd
             if not writes and not directory_read:
@@ -261,9 +264,10 @@ def make_hook(root: str, verdict: str, judge_frame, last_line: int):
                 text = decode(path, "utf-8", "surrogateescape")
             else:
                 raise denied(f"sandbox: {event} with a path of type {kind.__name__} is not allowed")
-            parts = split(text, "/")
-            if ".." in parts and not (directory_read and startswith(text, "/")):
-                # A rename racing with the lookup could make "a/b/../.." leave the directory it checked.
+            parts = tuple_(split(text, "/"))
+            if ".." in parts:
+                # A rename racing with the lookup could make "a/b/../.." leave the directory it checked
+                # (and so hand out a descriptor of an outside directory).
                 raise denied(f"sandbox: '..' in the path of {event} is not allowed: {repr_(text)}")
             if not startswith(text, "/"):
                 # Relative: below the working directory or below dir_fd's directory, both inside the
@@ -274,30 +278,30 @@ def make_hook(root: str, verdict: str, judge_frame, last_line: int):
                 if base != root and not startswith(base, inside_prefix):
                     raise denied(f"sandbox: {event} relative to a directory outside the sandbox")
                 continue
-            # Absolute: resolve symbolic links, component by component.
-            resolved, pending, hops = [], [p for p in parts if p and p != "."], 0
+            # Absolute: resolve symbolic links, component by component, in immutable values only
+            # (a signal handler or finalizer can reach this frame's locals while it runs).
+            resolved, pending, hops = "", tuple_(p for p in parts if p and p != "."), 0
             while pending:
-                part = pending.pop(0)
-                if part == "..":
-                    if resolved:
-                        resolved.pop()
+                part, pending = pending[0], pending[1:]
+                if part == "..":  # from a symbolic link's target
+                    resolved = resolved[: rfind(resolved, "/")] if resolved else ""
                     continue
-                candidate = "/" + join("/", resolved + [part])
+                candidate = resolved + "/" + part
                 try:
                     link = is_link(lstat(candidate).st_mode)
                 except os_error:
                     link = False
                 if not link:
-                    resolved.append(part)
+                    resolved = candidate
                     continue
                 hops += 1
                 if hops > 40:
                     raise denied(f"sandbox: too many symbolic links in {repr_(text)}")
                 target = readlink(candidate)
                 if startswith(target, "/"):
-                    resolved = []
-                pending = [p for p in split(target, "/") if p and p != "."] + pending
-            full = "/" + join("/", resolved)
+                    resolved = ""
+                pending = tuple_(p for p in split(target, "/") if p and p != ".") + pending
+            full = resolved or "/"
             if full == root or startswith(full, inside_prefix):
                 continue
             if directory_read:
