@@ -19,7 +19,20 @@ moved from Python without a trace function (`sys.settrace` is refused) and nothi
 can reach writes that file. Failure details travel on DETAIL_FD, which the parent never takes a pass
 from. The hook keeps all it needs in its closure as values that cannot be changed (strings, tuples,
 frozensets, C functions), because the program can monkeypatch modules, builtins and this module,
-and can read (not change) the hook's frame from a signal handler or a traceback.
+and can read (not change) the hook's frame from a signal handler, a finalizer or a traceback; the
+garbage collector's object lists, which would reach the hook itself, are refused.
+
+Why writes stay inside. Absolute paths are resolved (symbolic links followed) and must lie inside
+the directory. Relative paths are resolved by the kernel against the working directory or a
+directory descriptor (`dir_fd`), and the hook keeps both inside: `chdir` may not leave, no
+descriptor of an outside directory may be opened, calls that carry `dir_fd` are checked against the
+descriptor's real directory (/proc/self/fd), and `..` is refused in any path checked (a rename racing
+with the lookup could otherwise lead it out). The program cannot create symbolic or hard links,
+FIFOs or device nodes, mount, or chroot (seccomp, and audit events where they exist), and metadata
+calls on a descriptor (fchmod, fchown, futimes, fsetxattr) are refused, since a read-only descriptor
+of an outside file would do for them. What remains
+outside any in-process guard: a program that corrupts the interpreter's memory (hand-made bytecode,
+for one) escapes all of this except the seccomp filter and the resource limits.
 """
 
 import json
