@@ -305,6 +305,12 @@ def test_seccomp_filter_is_installed():
     assert result.passed, result.detail
 
 
+def test_ioctl_is_refused():
+    # TIOCSTI on a terminal types into the user's shell; FS_IOC_SETFLAGS makes an outside file immutable.
+    result, _ = run("import fcntl, termios\nfcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8))\n")
+    assert result.status == "failed" and "fcntl.ioctl is not allowed" in result.detail
+
+
 def test_files_inside_the_sandbox_still_work():
     code = (
         "import os, shutil, tempfile, pathlib\n"
@@ -320,6 +326,7 @@ def test_files_inside_the_sandbox_still_work():
         "with concurrent.futures.ThreadPoolExecutor(2) as pool:\n    assert list(pool.map(abs, [-1, 2])) == [1, 2]\n"
         "signal.signal(signal.SIGUSR1, lambda *_: None)\nsignal.raise_signal(signal.SIGUSR1)\n"
         "from collections import namedtuple\nimport logging, typing, warnings\nlogging.getLogger('x').info('y')\n"
+        "assert not os.isatty(0) and os.get_terminal_size.__name__\n"
     )
     result, _ = run(code)
     assert result.passed, result.detail
@@ -497,3 +504,30 @@ def test_hook_keeps_only_immutable_locals(tmp_path):
         sys.settrace(None)
         os.close(fd)
     assert seen == []
+
+
+def test_seccomp_filter_refuses_fork_foreign_signals_and_typing_into_terminals():
+    # Checked below the audit hook, in a child of its own: these are the calls Python code could still
+    # reach without an audit event (or through a fresh copy of a module).
+    if os.uname().machine not in ("x86_64", "aarch64"):
+        pytest.skip("no seccomp table for this machine")
+    probe = (
+        "import errno, fcntl, os, termios, threading\n"
+        "from unmask.tasks.sandbox_child import confine_with_ctypes\n"
+        "master, slave = os.openpty()\n"
+        "confine_with_ctypes()\n"
+        "def refused(call):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except OSError as e:\n"
+        "        return e.errno == errno.EPERM\n"
+        "    return False\n"
+        "t = threading.Thread(target=lambda: None)\nt.start()\nt.join()\n"
+        "os.kill(os.getpid(), 0)\n"
+        "print(refused(os.fork), refused(lambda: os.kill(os.getppid(), 0)),"
+        " refused(lambda: fcntl.ioctl(slave, termios.TIOCSTI, b'x')), refused(lambda: os.mkfifo('/nonexistent/f')),"
+        " refused(lambda: os.execv('/bin/true', ['true'])), os.isatty(slave))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=30)
+    assert out.stdout.split() == ["True"] * 6, out.stderr

@@ -56,6 +56,8 @@ BLOCKED_EVENTS = frozenset({
     "gc.get_objects", "gc.get_referrers", "gc.get_referents",
     # a sub-interpreter starts without this hook; SQLite writes files (ATTACH) without audit events
     "cpython.PyInterpreterState_New", "sqlite3.connect",
+    # on a read-only descriptor of an outside file or terminal: chattr +i, or typing into a shell (TIOCSTI)
+    "fcntl.ioctl",
 })
 BLOCKED_PREFIXES = ("socket.", "ctypes.", "_ctypes.", "winreg.", "msvcrt.")
 # Modules whose fresh import is refused: `_posixsubprocess.fork_exec` spawns processes without an
@@ -82,7 +84,9 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 # EPERM: device nodes and FIFOs, links, chroot, mounts, namespaces, ptrace and reading or writing
 # another process's memory, opening files by handle, exec, fork (clone without CLONE_THREAD) and
 # process descriptors (pidfd_send_signal has no audit event); kill and friends only reach this
-# process. clone3 answers ENOSYS, so the C library falls back to clone, whose flags can be checked.
+# process; ioctl may not type into a terminal (TIOCSTI) or set inode flags (FS_IOC_SETFLAGS,
+# FS_IOC_FSSETXATTR). clone3 answers ENOSYS, so the C library falls back to clone, whose flags can be
+# checked.
 SECCOMP_TABLES = {
     "x86_64": (0xC000003E, {
         "mknod": 133, "mknodat": 259, "chroot": 161, "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266,
@@ -90,18 +94,19 @@ SECCOMP_TABLES = {
         "process_vm_readv": 310, "process_vm_writev": 311, "open_by_handle_at": 304, "execve": 59,
         "execveat": 322, "fork": 57, "vfork": 58, "pidfd_open": 434, "pidfd_send_signal": 424,
         "pidfd_getfd": 438, "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
-        "rt_tgsigqueueinfo": 297, "clone": 56, "clone3": 435,
+        "rt_tgsigqueueinfo": 297, "clone": 56, "clone3": 435, "ioctl": 16,
     }),
     "aarch64": (0xC00000B7, {
         "mknodat": 33, "chroot": 51, "linkat": 37, "symlinkat": 36, "mount": 40, "umount2": 39, "pivot_root": 41,
         "setns": 268, "unshare": 97, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
         "open_by_handle_at": 265, "execve": 221, "execveat": 281, "pidfd_open": 434, "pidfd_send_signal": 424,
         "pidfd_getfd": 438, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
-        "rt_tgsigqueueinfo": 240, "clone": 220, "clone3": 435,
+        "rt_tgsigqueueinfo": 240, "clone": 220, "clone3": 435, "ioctl": 29,
     }),
 }
 OWN_PROCESS_ONLY = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 CLONE_THREAD = 0x00010000
+REFUSED_IOCTLS = (0x5412, 0x40086602, 0x401C5820)  # TIOCSTI, FS_IOC_SETFLAGS, FS_IOC_FSSETXATTR
 
 
 def set_limits(cpu_s: int, memory_mb: int, file_mb: int) -> None:
@@ -135,6 +140,8 @@ def seccomp_filter(machine: str, pid: int) -> bytes | None:
             program.append((jeq, "clone", None, number))
         elif name == "clone3":
             program.append((jeq, "enosys", None, number))
+        elif name == "ioctl":
+            program.append((jeq, "ioctl", None, number))
         elif name in OWN_PROCESS_ONLY:
             program.append((jeq, "own", None, number))
         else:
@@ -144,6 +151,8 @@ def seccomp_filter(machine: str, pid: int) -> bytes | None:
     for label, tail in (  # BPF jumps only forward
         ("own", [(ld, None, None, 16), (jeq, "allow", "deny", pid)]),  # the low word of the first argument
         ("clone", [(ld, None, None, 16), (jset, "allow", "deny", CLONE_THREAD)]),
+        ("ioctl", [(ld, None, None, 24)]  # the low word of the second argument, the request
+         + [(jeq, "deny", None, request) for request in REFUSED_IOCTLS] + [(ret, None, None, allow)]),
         ("enosys", [(ret, None, None, enosys)]),
         ("allow", [(ret, None, None, allow)]),
         ("deny", [(ret, None, None, eperm)]),
