@@ -531,3 +531,17 @@ def test_seccomp_filter_refuses_fork_foreign_signals_and_typing_into_terminals()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=30)
     assert out.stdout.split() == ["True"] * 6, out.stderr
+
+
+def test_only_the_pass_statement_stands_on_the_judges_last_line():
+    # The hook trusts "the judge frame is on its last line" to mean "exec returned normally"; no
+    # instruction of the failure path (exception cleanup included) may carry that line.
+    import dis
+
+    from unmask.tasks.sandbox_child import judge
+
+    instructions = list(dis.get_instructions(judge))
+    last = max(i.positions.lineno for i in instructions if i.positions.lineno is not None)
+    on_last = [i for i in instructions if i.positions.lineno == last]
+    assert "open_" in [i.argval for i in on_last] and "exec" not in [i.argval for i in on_last]
+    assert min(i.offset for i in on_last) > max(i.offset for i in instructions if i.positions.lineno not in (None, last))

@@ -378,9 +378,8 @@ def judge(code, namespace: dict, root: str, verdict: str, detail_fd: int, filena
             line = plain_failure
         try:
             write(detail_fd, line)
-        except BaseException:  # noqa: BLE001
-            pass
-        return
+        finally:
+            exit_(1)  # now, before the program's threads or atexit handlers get another turn
     exit_(write(open_(verdict, wronly), passed) - size)  # the last line: see make_hook
 
 
