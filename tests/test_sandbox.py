@@ -257,7 +257,8 @@ OUTSIDE_ATTACKS = {
     "subinterpreter": "import _xxsubinterpreters as s\n"
     "s.run_string(s.create(), f'open({CANARY!r}, \"w\").write(\"overwritten\")')",
     # monkeypatching what the guard itself calls
-    "builtins-isinstance": "import builtins\nbuiltins.isinstance = lambda obj, cls: True\nopen(CANARY, 'w').write('overwritten')",
+    "builtins-isinstance": "import builtins\nbuiltins.isinstance = lambda obj, cls: True\n"
+    "open(CANARY, 'w').write('overwritten')",
     "harness-globals": "import sys\nfor m in list(sys.modules.values()):\n    d = getattr(m, '__dict__', {})\n"
     "    if 'make_hook' in d:\n        d['isinstance'] = lambda obj, cls: True\nopen(CANARY, 'w').write('overwritten')",
     "posixpath-realpath": "import posixpath\nhere = os.getcwd()\nposixpath.abspath = lambda p: here + '/harmless'\n"
@@ -372,7 +373,8 @@ FORGERIES = {
     "thread": "import threading, time\n"
     "t = threading.Thread(target=lambda: forge(f for top in sys._current_frames().values() for f in walk(top)))\n"
     "t.start()\nt.join()",
-    "settrace-skips-the-assert": "SKIP = {i + 1 for i, l in enumerate(open(__file__).read().splitlines()) if l.startswith('assert')}\n"
+    "settrace-skips-the-assert": "lines = open(__file__).read().splitlines()\n"
+    "SKIP = {i + 1 for i, l in enumerate(lines) if l.startswith('assert')}\n"
     "def tracer(frame, event, arg):\n    if event == 'line' and frame.f_lineno in SKIP:\n        frame.f_lineno += 1\n"
     "    return tracer\nsys.settrace(tracer)\nsys._getframe().f_trace = tracer",
 }
@@ -383,8 +385,8 @@ FORGERIES_OF_THE_PASS_FILE = {
     "open-verdict-file": "open(sys.argv[1], 'w').write('passed\\n')",
     "os.open-verdict-file": "os.write(os.open(sys.argv[1], os.O_WRONLY), b'passed\\n')",
     "verdict-file-through-proc": "os.write(os.open('/proc/self/root' + sys.argv[1], os.O_WRONLY), b'passed\\n')",
-    "verdict-file-through-cwd": "os.write(os.open('/proc/self/cwd/../' + os.path.relpath(sys.argv[1], os.path.dirname(os.getcwd())),"
-    " os.O_WRONLY), b'passed\\n')",
+    "verdict-file-through-cwd": "up = os.path.relpath(sys.argv[1], os.path.dirname(os.getcwd()))\n"
+    "os.write(os.open('/proc/self/cwd/../' + up, os.O_WRONLY), b'passed\\n')",
     "rename-onto-verdict-file": "open('v', 'w').write('passed\\n')\nos.replace('v', sys.argv[1])",
     "judge-again": "harness = sys.modules['__main__']\n"
     "harness.judge(compile('pass', 'x', 'exec'), {}, os.getcwd(), sys.argv[1], 1, 'x')",
@@ -544,4 +546,5 @@ def test_only_the_pass_statement_stands_on_the_judges_last_line():
     last = max(i.positions.lineno for i in instructions if i.positions.lineno is not None)
     on_last = [i for i in instructions if i.positions.lineno == last]
     assert "open_" in [i.argval for i in on_last] and "exec" not in [i.argval for i in on_last]
-    assert min(i.offset for i in on_last) > max(i.offset for i in instructions if i.positions.lineno not in (None, last))
+    elsewhere = [i.offset for i in instructions if i.positions.lineno not in (None, last)]
+    assert min(i.offset for i in on_last) > max(elsewhere)

@@ -160,7 +160,8 @@ def run_program(code: str, timeout: float = 10.0, memory_mb: int = 1024, file_mb
         Path(tmp, "program.py").write_text(code, encoding="utf-8")
         verdict.touch(mode=0o600)
         cpu_s = math.ceil(timeout) + 1
-        argv = [sys.executable, "-I", "-B", str(CHILD), str(verdict), str(write_fd), str(cpu_s), str(memory_mb), str(file_mb)]
+        limits = (str(cpu_s), str(memory_mb), str(file_mb))
+        argv = [sys.executable, "-I", "-B", str(CHILD), str(verdict), str(write_fd), *limits]
         proc = subprocess.Popen(
             argv, cwd=tmp, env=_child_env(tmp), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True, pass_fds=(write_fd,), close_fds=True,

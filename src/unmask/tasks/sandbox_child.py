@@ -159,11 +159,13 @@ def seccomp_filter(machine: str, pid: int) -> bytes | None:
     ):
         labels[label] = len(program)
         program += tail
-    out = []
-    for i, (code, jt, jf, k) in enumerate(program):
-        offset = lambda label: 0 if label is None else labels[label] - (i + 1)  # noqa: E731
-        out.append(struct.pack("HBBI", code, offset(jt), offset(jf), k))
-    return b"".join(out)
+
+    def offset(label, at: int) -> int:
+        return 0 if label is None else labels[label] - (at + 1)
+
+    return b"".join(
+        struct.pack("HBBI", code, offset(jt, at), offset(jf, at), k) for at, (code, jt, jf, k) in enumerate(program)
+    )
 
 
 def confine_with_ctypes() -> None:
