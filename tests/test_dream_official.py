@@ -2,7 +2,8 @@
 
 - cache=null: the hub's `diffusion_generate` as users call it (no top_k passed, so the top_k=50
   it inherits from the model config applies). The hub code has no blocks: block_length=None.
-- cache=prefix (use_dual false / true): Fast-dLLM's Dream block loop as its eval script calls it.
+- cache=prefix (use_dual false / true): Fast-dLLM's Dream block loop as its eval script calls it;
+  with cache.dream_start=query, the seed framework's (d2Cache repository) PrefixCache on Dream.
 Only the options the official call also names are passed; every other value is unmask's default.
 """
 
@@ -50,6 +51,16 @@ def test_fast_dllm_dream_block_loop_defaults(dream_peaked, dual, mode):
     cache = {"name": "prefix", "use_dual": dual}
     got = _generate_each(dream_peaked, cache=cache, block_length=32, **options)
     assert got == RECORDED["fast"][f"{'dual' if dual else 'prefix'}/{mode}"]
+
+
+@pytest.mark.parametrize("dual", [False, True])
+@pytest.mark.parametrize("mode", ["threshold0.9", "entropy1"])
+def test_seed_framework_dream_prefix_cache(dream_peaked, dual, mode):
+    # one token per step by entropy is the seed framework's num_transfer_tokens=1
+    options = {"threshold": 0.9} if mode == "threshold0.9" else {"alg": "entropy", "schedule": "linear", "steps": 64}
+    cache = {"name": "prefix", "use_dual": dual, "dream_start": "query"}
+    got = _generate_each(dream_peaked, cache=cache, block_length=32, **options)
+    assert got == RECORDED["seed"][f"{'dual' if dual else 'prefix'}/{mode}"]
 
 
 # -- the block-start rule and the defaults, unit by unit -------------------------------------
