@@ -38,8 +38,12 @@ def make_checkpoint(
     vocab: int = 64,
     seed: int = 0,
     shards: int = 1,
+    head_scale: float = 1.0,
 ) -> Path:
-    """Write a random checkpoint with the family's real config keys and parameter names."""
+    """Write a random checkpoint with the family's real config keys and parameter names.
+
+    `head_scale` multiplies the output head, for peaked (trained-like) token distributions.
+    """
     path.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=g) * 0.2  # noqa: E731
@@ -69,7 +73,7 @@ def make_checkpoint(
             tensors[b + "up_proj.weight"] = rand(ffn, hidden)
             tensors[b + "ff_out.weight"] = rand(hidden, ffn)
         tensors[p + "ln_f.weight"] = 1 + rand(hidden)
-        tensors[p + "ff_out.weight"] = rand(vocab, hidden)
+        tensors[p + "ff_out.weight"] = rand(vocab, hidden) * head_scale
     else:
         kv_heads = kv_heads or max(1, heads // 2)
         ids = write_tokenizer(path, DREAM_SPECIALS)
@@ -93,7 +97,7 @@ def make_checkpoint(
             tensors[b + "mlp.up_proj.weight"] = rand(ffn, hidden)
             tensors[b + "mlp.down_proj.weight"] = rand(hidden, ffn)
         tensors["model.norm.weight"] = 1 + rand(hidden)
-        tensors["lm_head.weight"] = rand(vocab, hidden)
+        tensors["lm_head.weight"] = rand(vocab, hidden) * head_scale
     (path / "config.json").write_text(json.dumps(config))
     names = sorted(tensors)
     if shards == 1:

@@ -101,7 +101,7 @@ CMD3 = (
 def test_reference_command_1(benchmark_tasks):
     cfg = C.resolve_config(CMD1.split())
     assert cfg.model == {"name": "llada-base", "path": None, "dtype": "bfloat16", "device": "auto", "instruct": False, "family": "llada"}
-    assert cfg.cache == {"name": "prefix", "use_dual": False}
+    assert cfg.cache == {"name": "prefix", "use_dual": False, "dream_start": "commit"}
     g = cfg.generation
     assert (g["gen_length"], g["block_length"], g["steps"]) == (512, 32, 512)
     assert g["chat"] is False  # base model: raw prompts
@@ -137,7 +137,7 @@ def test_reference_command_3(benchmark_tasks):
 def test_use_dual_selects_dual_cache():
     cfg = C.resolve_config(["cache=prefix", "cache.use_dual=true"])
     cls, settings = resolve_cache(cfg.cache)
-    assert cls.name == "prefix" and settings == {"use_dual": True}
+    assert cls.name == "prefix" and settings == {"use_dual": True, "dream_start": "commit"}
     assert C.resolve_config(["cache=prefix"]).cache["use_dual"] is False
 
 

@@ -50,6 +50,13 @@ def test_eps_schedule_commits_all_at_last_step():
     assert int(schedule.eps_count(masks, 7, 8, 1e-3)) == 32
 
 
+def test_eps_schedule_uses_float32_like_dream():
+    # Dream's code takes t = torch.linspace(1, eps, steps + 1) in float32 and truncates
+    # n * (1 - t[i+1] / t[i]); here float32 gives 37 where float64 arithmetic gives 36.
+    assert int(schedule.eps_count(torch.tensor([223]), 21, 27, 1e-3)) == 37
+    assert int(schedule.eps_count(torch.tensor([186]), 22, 27, 1e-3)) == 36  # and 36 where float64 gives 37
+
+
 def test_certainty_density_prefers_positions_next_to_decoded():
     decoded = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 1]], dtype=torch.bool)
     d = prior.certainty_density(decoded, 1.0)[0]

@@ -113,7 +113,7 @@ def test_bad_prompt_arguments(llada):
         ({"cfg_scale": float("nan")}, "cfg_scale=nan must be a finite number"),
         ({"factor": float("inf")}, "factor=inf must be a finite number"),
         ({"top_p": 0.0, "alg": "entropy"}, "top_p=0.0 must be in (0, 1]"),
-        ({"top_k": 0, "alg": "entropy"}, "top_k=0 must be >= 1"),
+        ({"top_k": -1, "alg": "entropy"}, "top_k=-1 must be a whole number >= 0"),
     ],
 )
 def test_out_of_range_options_are_refused_by_name(llada, options, says):

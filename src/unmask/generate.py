@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .caches.base import StepContext, resolve_cache
-from .decoding import prior, schedule, selection
+from .decoding import block_start, prior, schedule, selection
 from .decoding.stops import first_stop
 from .decoding.sampling import LLADA_ALGS, dream_candidates, llada_candidates
 from .engine import StepOutput, StepPlan, make_state, run_plan
@@ -266,6 +266,8 @@ class _Request:
         self, conf: Tensor, candidate: Tensor, ctx: StepContext, counts: Tensor | None, rows: slice = slice(None)
     ) -> Tensor:
         o = self.opts
+        if self.policy.commits_first_mask(ctx):
+            return block_start.first_mask(candidate)
         if o.threshold is not None:
             return selection.select_threshold(conf, o.threshold)
         if o.factor is not None:

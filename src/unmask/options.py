@@ -10,6 +10,10 @@ from .decoding.sampling import ALGS, CONFIDENCE_DTYPES, DREAM_ALGS, LLADA_ALGS
 
 MAX_SIGMA = 10_000  # the certainty prior's kernel spans 6 sigma; wider is flat over any canvas
 
+# The hub's Dream `diffusion_generate` builds its generation config from the model config, which
+# under the transformers version it pins carries top_k=50 (top_p=1.0 keeps every token).
+DREAM_HUB_TOP_K = 50
+
 
 @dataclass
 class GenerationOptions:
@@ -17,11 +21,11 @@ class GenerationOptions:
     block_length: int | None = 32  # None = one block spanning gen_length
     steps: int | None = None  # None = gen_length (one token per step) for scheduled decoding
     temperature: float = 0.0
-    alg: str | None = None  # None = low_confidence (LLaDA) or entropy (Dream)
+    alg: str | None = None  # None = low_confidence (LLaDA) or entropy (Dream; maskgit_plus with threshold/factor)
     remasking: str | None = None  # LLaDA's name for alg: low_confidence | random
     alg_temp: float = 0.0
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: int | None = None  # None = family default (Dream: 50, as the hub call inherits); 0 = no top-k filter
     eps: float = 1e-3
     # Softmax dtype of low_confidence: auto = what the method's official loop uses (see CachePolicy).
     confidence_dtype: str = "auto"
@@ -75,7 +79,7 @@ class GenerationOptions:
                 raise ValueError(f"generation.remasking={self.remasking!r}; valid choices: {list(LLADA_ALGS)}")
             self.alg = self.remasking
         if self.alg is None:
-            self.alg = "entropy" if family == "dream" else "low_confidence"
+            self.alg = self._default_alg(family)
         if self.alg not in ALGS:
             raise ValueError(f"generation.alg={self.alg!r}; valid choices: {list(ALGS)}")
         if self.schedule == "auto":
@@ -124,14 +128,18 @@ class GenerationOptions:
             self.top_p = None  # keeps every token: the same as no nucleus filter (OpenAI clients send it)
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"generation.top_p={self.top_p} must be in (0, 1]")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"generation.top_k={self.top_k} must be >= 1")
+        self._resolve_top_k(family)
         if self.alg in LLADA_ALGS and (self.top_p is not None or self.top_k is not None):
             raise ValueError(f"generation.top_p/top_k apply to the Dream algorithms {list(DREAM_ALGS)}, not alg={self.alg}")
         if self.alg_temp > 0 and (self.alg in LLADA_ALGS or self.alg == "origin" or self.parallel):
             raise ValueError(f"generation.alg_temp applies to scheduled decoding with alg in {list(DREAM_ALGS[:3])}")
         if self.alg == "origin" and self.parallel:
             raise ValueError("generation.alg=origin commits at random and cannot be combined with threshold/factor")
+        if self.alg == "entropy" and self.parallel:
+            raise ValueError(
+                "generation.threshold/factor compare a probability; alg=entropy scores by negative entropy "
+                "(use maskgit_plus, Dream's default with threshold/factor, or topk_margin)"
+            )
         if not 0 <= self.sigma <= MAX_SIGMA:
             raise ValueError(f"generation.sigma={self.sigma} must be in [0, {MAX_SIGMA}]")
         if not 0 < self.eps < 1:
@@ -145,3 +153,18 @@ class GenerationOptions:
             )
         if self.cfg_scale < 0:
             raise ValueError(f"generation.cfg_scale={self.cfg_scale} must be >= 0")
+
+    def _default_alg(self, family: str) -> str:
+        """Dream's official threshold loops (`alg=confidence_threshold`) score by the top probability."""
+        if family != "dream":
+            return "low_confidence"
+        return "maskgit_plus" if self.parallel else "entropy"
+
+    def _resolve_top_k(self, family: str) -> None:
+        """None takes the family default (Dream's hub top_k for Dream algorithms); 0 turns the filter off."""
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0):
+            raise ValueError(f"generation.top_k={self.top_k!r} must be a whole number >= 0 (0 = no top-k filter)")
+        if self.top_k is None and family == "dream" and self.alg in DREAM_ALGS:
+            self.top_k = DREAM_HUB_TOP_K
+        elif self.top_k == 0:
+            self.top_k = None

@@ -71,6 +71,10 @@ class CachePolicy:
     def on_block_start(self, state: CanvasState, ctx: StepContext) -> None:
         pass
 
+    def commits_first_mask(self, ctx: StepContext) -> bool:
+        """True where this step must commit only the first mask (Fast-dLLM's Dream block start)."""
+        return False
+
     def plan(self, state: CanvasState, ctx: StepContext) -> StepPlan:
         raise NotImplementedError
 

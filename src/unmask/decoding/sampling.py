@@ -73,7 +73,7 @@ def dream_candidates(
         top2 = torch.topk(probs, 2, dim=-1).values
         conf = top2[..., 0] - top2[..., 1]
     elif alg == "entropy":
-        conf = (probs * torch.log(probs.clamp_min(1e-10))).sum(-1)
+        conf = (probs * torch.log(probs + 1e-10)).sum(-1)  # Dream's negative entropy, its epsilon included
     else:  # maskgit_plus, origin
         conf = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1)
     return x0, conf.double()

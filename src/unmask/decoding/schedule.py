@@ -18,18 +18,21 @@ def linear_counts(masks: Tensor, steps: int) -> Tensor:
     return base
 
 
+def _eps_ratio32(step: int, steps: int, eps: float) -> Tensor:
+    """1 - t[i+1] / t[i] with t = linspace(1, eps, steps + 1), in float32 as Dream's code computes it."""
+    t = torch.linspace(1, eps, steps + 1, dtype=torch.float32)
+    return 1 - t[step + 1] / t[step]
+
+
 def eps_count(masks: Tensor, step: int, steps: int, eps: float) -> Tensor:
-    """Dream: at step i with t = linspace(1, eps, steps + 1), commit int(n_mask * (1 - t[i+1] / t[i])); the last step all."""
+    """Dream: at step i commit int(n_mask * (1 - t[i+1] / t[i])) (float32, as the official code); the last step all."""
     if step == steps - 1:
         return masks.clone()
-    t = torch.linspace(1, eps, steps + 1, dtype=torch.float64)
-    ratio = 1 - float(t[step + 1] / t[step])
-    return (masks.double() * ratio).long()
+    return (masks.float() * _eps_ratio32(step, steps, eps)).long()
 
 
 def eps_ratio(step: int, steps: int, eps: float) -> float:
     """Dream's `origin` rule commits each mask independently with this probability."""
     if step == steps - 1:
         return 1.0
-    t = torch.linspace(1, eps, steps + 1, dtype=torch.float64)
-    return 1 - float(t[step + 1] / t[step])
+    return float(_eps_ratio32(step, steps, eps))
