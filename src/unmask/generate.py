@@ -73,8 +73,8 @@ class _PrefixReporter:
         self.callback = callback
         self.reported = [0] * batch
 
-    def __call__(self, canvas: Tensor, pending: Tensor, special) -> None:
-        gen = readable(canvas, special)
+    def __call__(self, canvas: Tensor, pending: Tensor, decoded: Tensor, special) -> None:
+        gen = readable(canvas, decoded, special)
         lengths = torch.where(pending.any(-1), pending.int().argmax(-1), gen.shape[1]).tolist()
         rows = None
         for i, n in enumerate(lengths):
@@ -84,14 +84,13 @@ class _PrefixReporter:
                 self.callback(i, rows[i][:n])
 
 
-def readable(gen: Tensor, special) -> Tensor:
-    """Generated ids [B, G] with [MASK] ids after the first EOS/EOT read as EOS.
+def readable(gen: Tensor, decoded: Tensor, special) -> Tensor:
+    """Generated ids [B, G] with the masks that were never decoded read as EOS.
 
-    Elastic-Cache stops decoding the masks after the first EOS it decodes (they stay attention
-    keys); the answer ends before them either way.
+    Elastic-Cache stops decoding the masks after the first EOS it decodes (they stay attention keys
+    while it runs); the answer ends before them. A position decoded to the [MASK] id keeps it.
     """
-    after = torch.arange(gen.shape[1], device=gen.device) > first_stop(gen, special.stop_ids).unsqueeze(1)
-    return torch.where(after & (gen == special.mask), torch.full_like(gen, special.eos), gen)
+    return torch.where((gen == special.mask) & ~decoded, torch.full_like(gen, special.eos), gen)
 
 
 class _Request:
@@ -120,6 +119,7 @@ class _Request:
             queries=policy_cls.needs_queries,
         )
         self.state.pending = valid & (canvas == self.special.mask)
+        self.decoded = torch.zeros_like(valid)  # positions committed so far
         self.generator = None
         if opts.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(opts.seed)
@@ -193,7 +193,8 @@ class _Request:
                 self.policy.on_step_end(st, ctx, committed, conf)
                 self._finish_sequences(committed)
                 if self.prefix_hook is not None:
-                    self.prefix_hook(st.canvas[:, self.gen_start :], st.pending[:, self.gen_start :], self.special)
+                    g = self.gen_start
+                    self.prefix_hook(st.canvas[:, g:], st.pending[:, g:], self.decoded[:, g:], self.special)
                 step += 1
                 block_step += 1
             if not bool(self.active.any()):
@@ -235,6 +236,7 @@ class _Request:
         commit = self._select(dense_conf, candidate, ctx, counts)
         st.canvas = torch.where(commit, dense_x0, st.canvas)
         st.pending &= ~commit
+        self.decoded |= commit
         if self.trace is not None:
             offsets = [(row.nonzero().flatten() - self.gen_start).tolist() for row in commit]
             self.trace.append(StepTrace(offsets, list(out.layer_rows), list(out.refreshed_layers)))
@@ -295,7 +297,7 @@ class _Request:
 
     def result(self, prompt_ids) -> GenerationResult:
         st = self.state
-        gen = readable(st.canvas[:, self.gen_start :], self.special)
+        gen = readable(st.canvas[:, self.gen_start :], self.decoded[:, self.gen_start :], self.special)
         first = first_stop(gen, self.special.stop_ids).tolist()
         ids = gen.tolist()
         texts = [self.model.tokenizer.decode(row[:n]) for row, n in zip(ids, first)]
