@@ -277,7 +277,7 @@ class _Request:
         """Mark sequences done (EOS early stop) and record their finishing time."""
         st = self.state
         gen = st.canvas[:, self.gen_start :]
-        still_masked = st.pending[:, self.gen_start :]
+        still_masked = st.pending[:, self.gen_start :].clone()
         if self.opts.stop_until_eos:
             first = first_stop(gen, self.special.stop_ids)
             offsets = torch.arange(gen.shape[1], device=gen.device)
