@@ -66,23 +66,31 @@ class _PrefixReporter:
     """Calls `on_step(index, prefix_ids)` after a step that grew a sequence's committed prefix.
 
     Diffusion decoding commits out of order; the decoded run from the first generated position is
-    what a streaming client can show. Positions a policy dropped read as EOS, as in the result.
+    what a streaming client can show. Masks a policy stopped decoding read as EOS, as in the result.
     """
 
     def __init__(self, callback: Callable[[int, list[int]], None], batch: int):
         self.callback = callback
         self.reported = [0] * batch
 
-    def __call__(self, canvas: Tensor, valid: Tensor, special) -> None:
-        gen = torch.where(valid, canvas, special.eos)
-        open_ = gen == special.mask
-        lengths = torch.where(open_.any(-1), open_.int().argmax(-1), gen.shape[1]).tolist()
+    def __call__(self, canvas: Tensor, pending: Tensor, decoded: Tensor, special) -> None:
+        gen = readable(canvas, decoded, special)
+        lengths = torch.where(pending.any(-1), pending.int().argmax(-1), gen.shape[1]).tolist()
         rows = None
         for i, n in enumerate(lengths):
             if n > self.reported[i]:
                 rows = gen.tolist() if rows is None else rows  # one device transfer per step at most
                 self.reported[i] = n
                 self.callback(i, rows[i][:n])
+
+
+def readable(gen: Tensor, decoded: Tensor, special) -> Tensor:
+    """Generated ids [B, G] with the masks that were never decoded read as EOS.
+
+    Elastic-Cache stops decoding the masks after the first EOS it decodes (they stay attention keys
+    while it runs); the answer ends before them. A position decoded to the [MASK] id keeps it.
+    """
+    return torch.where((gen == special.mask) & ~decoded, torch.full_like(gen, special.eos), gen)
 
 
 class _Request:
@@ -111,7 +119,10 @@ class _Request:
         self.state = make_state(
             self.module, canvas, valid,
             layer_inputs=policy_cls.needs_layer_inputs, branches=policy_cls.needs_branches,
+            queries=policy_cls.needs_queries,
         )
+        self.state.pending = valid & (canvas == self.special.mask)
+        self.decoded = torch.zeros_like(valid)  # positions committed so far
         self.generator = None
         if opts.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(opts.seed)
@@ -131,7 +142,8 @@ class _Request:
         logits = out.logits
         if self.opts.cfg_scale > 0:
             logits = self._guided(logits, plan)
-        logits[..., self.special.mask] = float("-inf")  # committing [MASK] would undo the step
+        if self.policy.suppress_mask_logit:
+            logits[..., self.special.mask] = float("-inf")  # committing [MASK] would leave a mask in the answer
         if self.opts.logits_eos_inf:
             logits[..., self.special.eos] = float("-inf")
         return out, logits
@@ -188,7 +200,8 @@ class _Request:
                 self.policy.on_step_end(st, ctx, committed, conf)
                 self._finish_sequences(committed)
                 if self.prefix_hook is not None:
-                    self.prefix_hook(st.canvas[:, self.gen_start :], st.valid[:, self.gen_start :], self.special)
+                    g = self.gen_start
+                    self.prefix_hook(st.canvas[:, g:], st.pending[:, g:], self.decoded[:, g:], self.special)
                 step += 1
                 block_step += 1
             if not bool(self.active.any()):
@@ -206,8 +219,7 @@ class _Request:
         self.active[rows] = False
 
     def _masked(self) -> Tensor:
-        st = self.state
-        return (st.canvas == self.special.mask) & st.valid & self.active.unsqueeze(1)
+        return self.state.pending & self.active.unsqueeze(1)
 
     def _step(self, ctx: StepContext, counts: Tensor | None) -> tuple[Tensor, Tensor]:
         o, st = self.opts, self.state
@@ -234,13 +246,15 @@ class _Request:
         step_conf = dense_conf
         if o.sigma > 0:
             dense_conf = dense_conf.clone()  # step_conf (what policies see) stays without the prior
-            decoded = ~((st.canvas == self.special.mask) & st.valid)[:, self.gen_start :]
+            decoded = ~st.pending[:, self.gen_start :]
             density = prior.certainty_density(decoded, o.sigma)
             dense_conf[:, self.gen_start :] = dense_conf[:, self.gen_start :] * density
         # Candidates whose confidence was forced to -inf (EOS/EOT options) stay selectable, last.
         dense_conf = torch.where(candidate, dense_conf.clamp_min(-1e300), float("-inf"))
         commit = self._select_in_span(dense_conf, candidate, ctx, counts)
         st.canvas = torch.where(commit, dense_x0, st.canvas)
+        st.pending &= ~commit
+        self.decoded |= commit
         if self.trace is not None:
             offsets = [(row.nonzero().flatten() - self.gen_start).tolist() for row in commit]
             self.trace.append(StepTrace(offsets, list(out.layer_rows), list(out.refreshed_layers)))
@@ -301,7 +315,7 @@ class _Request:
         """Mark sequences done (EOS early stop) and record their finishing time."""
         st = self.state
         gen = st.canvas[:, self.gen_start :]
-        still_masked = (gen == self.special.mask) & st.valid[:, self.gen_start :]
+        still_masked = st.pending[:, self.gen_start :].clone()
         if self.opts.stop_until_eos:
             first = first_stop(gen, self.special.stop_ids)
             offsets = torch.arange(gen.shape[1], device=gen.device)
@@ -311,6 +325,7 @@ class _Request:
                 fill = done.unsqueeze(1) & still_masked
                 gen = torch.where(fill, torch.full_like(gen, self.special.eos), gen)
                 st.canvas[:, self.gen_start :] = gen
+                st.pending[:, self.gen_start :] &= ~fill
                 still_masked &= ~fill
         finished = self.active & ~still_masked.any(-1)
         now = time.perf_counter() - self.start_time
@@ -320,10 +335,7 @@ class _Request:
 
     def result(self, prompt_ids) -> GenerationResult:
         st = self.state
-        gen = st.canvas[:, self.gen_start :]
-        # Positions a policy dropped (Elastic-Cache's EOS truncation) read as EOS.
-        dropped = ~st.valid[:, self.gen_start :]
-        gen = torch.where(dropped, torch.full_like(gen, self.special.eos), gen)
+        gen = readable(st.canvas[:, self.gen_start :], self.decoded[:, self.gen_start :], self.special)
         first = first_stop(gen, self.special.stop_ids).tolist()
         ids = gen.tolist()
         texts = [self.model.tokenizer.decode(row[:n]) for row, n in zip(ids, first)]

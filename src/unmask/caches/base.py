@@ -36,6 +36,10 @@ class CachePolicy:
     task_params: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_layer_inputs: ClassVar[bool] = False
     needs_branches: ClassVar[bool] = False
+    needs_queries: ClassVar[bool] = False  # keep every row's post-RoPE queries per layer
+    # The loop sets the [MASK] logit to -inf before confidences (committing [MASK] would leave a mask in
+    # the answer); a method whose official code does not may turn this off.
+    suppress_mask_logit: bool = True
 
     def __init__(self, settings: dict[str, Any], module, options, special) -> None:
         self.settings = settings

@@ -57,9 +57,13 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
         share = float(refreshing.float().mean())
         cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)
 
+    pending = None  # sequences a hook switched at the previous layer (plan.refresh_next)
     for i, layer in enumerate(module.layers):
         if plan.refresh_from is not None and i == plan.refresh_from and not bool(refreshing.all()):
             widen(i, ~refreshing)
+        if pending is not None:
+            widen(i, pending)
+            pending = None
         if inputs is not None:
             rows.scatter_(inputs[i], h)
         while True:
@@ -67,6 +71,10 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
             out, probs = layer(h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index)
             switch = plan.layer_hook(i, probs, refreshing) if plan.layer_hook is not None else None
             if switch is None or not bool((switch & ~refreshing).any()):
+                break
+            if plan.refresh_next:
+                # Drift detected: this layer keeps its result; every deeper layer recomputes all rows.
+                pending = switch & ~refreshing
                 break
             # Drift detected at this layer: recompute it, and every deeper layer, over all rows.
             widen(i, switch & ~refreshing)

@@ -10,8 +10,9 @@ from torch import Tensor
 from .rows import Rows
 
 # Called after each layer with (layer index, attention probs [B,H,P,T] of `prob_positions` or None,
-# [B] bool sequences already refreshing); returns [B] bool sequences that must recompute this layer and every
-# deeper one over all rows (the layer is then run again and the hook called again), or None.
+# [B] bool sequences already refreshing); returns [B] bool sequences that must recompute deeper layers over
+# all rows, or None. By default the triggering layer itself is run again over all rows (and the hook called
+# again); with `StepPlan.refresh_next` it keeps its result and the refresh starts at the next layer.
 LayerHook = Callable[[int, Tensor | None, Tensor], Tensor | None]
 
 
@@ -22,6 +23,7 @@ class StepPlan:
     refresh_from: int | None = None  # layers >= this recompute every row (needs the layer-input store)
     prob_positions: Tensor | None = None  # [B, P] canvas positions whose attention probabilities are needed
     layer_hook: LayerHook | None = None
+    refresh_next: bool = False  # a layer_hook trigger refreshes from the next layer, not the triggering one
     branch_mode: str | None = None  # dLLM-Cache: "full" | "response" | "adaptive"
     branch_start: int = 0  # dLLM-Cache: first response row
     adaptive_ratio: float = 0.0  # dLLM-Cache: rou

@@ -15,12 +15,16 @@ from .rows import Rows
 class CanvasState:
     canvas: Tensor  # [B, T] token ids (left-padded prompt ++ generation)
     positions: Tensor  # [B, T] rotary positions, cumsum(mask) - 1
-    valid: Tensor  # [B, T] bool: real tokens (not padding, not dropped after EOS)
+    valid: Tensor  # [B, T] bool: real tokens (not padding); only valid rows are attention keys
     store: CanvasStore
     cos: Tensor  # [B, T, D] rotary tables for the whole canvas
     sin: Tensor
     key_mask: Tensor | None = None  # [B, 1, 1, T] or None when every key is valid
     layer_rows: list[int] = field(default_factory=list)  # rows computed per layer by the last step
+    # [B, T] bool: positions still to be decoded. The loop clears a position when it commits it (even to
+    # the [MASK] id, which a method without mask-logit suppression may commit); a policy may clear masks it
+    # stops decoding (Elastic-Cache's EOS cut), which then stay attention keys.
+    pending: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -34,16 +38,16 @@ class CanvasState:
         return Rows.range(0, self.length, self.batch, self.canvas.device)
 
     def refresh_key_mask(self) -> None:
-        """Recompute the attention key mask after `valid` changed (padding, or masks dropped after EOS)."""
+        """Recompute the attention key mask from `valid` (padding keys are never attended)."""
         self.key_mask = None if bool(self.valid.all()) else self.valid[:, None, None, :]
 
 
-def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, branches=False) -> CanvasState:
+def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, branches=False, queries=False) -> CanvasState:
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
     cos, sin = (t.squeeze(1) for t in module.rotary.lookup(positions))
     store = CanvasStore(
         module.cfg, canvas.shape[0], canvas.shape[1], module.embed.weight.dtype, canvas.device,
-        layer_inputs=layer_inputs, branches=branches,
+        layer_inputs=layer_inputs, branches=branches, queries=queries,
     )
     state = CanvasState(canvas=canvas, positions=positions, valid=valid.clone(), store=store, cos=cos, sin=sin)
     state.refresh_key_mask()

@@ -19,7 +19,7 @@ from .config import ModelConfig
 class KVSlot(Protocol):
     """One layer's key/value storage for the canvas (see `unmask.engine.kv_store`)."""
 
-    def write(self, rows, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+    def write(self, rows, k: Tensor, v: Tensor, q: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
 
 
 class RMSNorm(nn.Module):
@@ -191,7 +191,7 @@ class DecoderLayer(nn.Module):
         normed = self.attn_norm(x)
         q, k, v = self.qkv(normed, cos, sin)
         if kv is not None:
-            k, v = kv.write(rows, k, v)
+            k, v = kv.write(rows, k, v, q)
         probs = None
         if prob_index is not None:
             idx = prob_index[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1])
