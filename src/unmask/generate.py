@@ -216,6 +216,7 @@ class _Request:
         rows = torch.tensor(gone, device=self.active.device)
         gen = self.state.canvas[rows, self.gen_start :]
         self.state.canvas[rows, self.gen_start :] = torch.where(gen == self.special.mask, self.special.eos, gen)
+        self.state.pending[rows] = False
         self.active[rows] = False
 
     def _masked(self) -> Tensor:
