@@ -4,13 +4,18 @@
 #
 #   scripts/check_versions.sh PYTHON TORCH [pytest args]
 #   scripts/check_versions.sh /root/.pyenv/versions/3.10.13/bin/python torch==2.5.0      # lowest Python, lowest torch
-#   scripts/check_versions.sh python3.13 torch==2.14.1 tests                              # newest Python, full suite
+#   scripts/check_versions.sh /root/.pyenv/versions/3.13.0/bin/python torch==2.14.1 tests  # newest Python, full suite
 #
 # TORCH is anything pip installs (a requirement or a wheel file). The default tests are a quick subset.
 # transformers 5 (the dev extra, the tests' reference) disables itself below torch 2.6, so on an older
 # torch the reference tests are skipped and everything else runs. Needs network or local wheels for torch.
+#
+# Passed here (2 CPUs, no GPU; PyPI's CUDA builds import and run on CPU): Python 3.10.13 + torch 2.5.0
+# (lowest of both; full suite, also with every other dependency at its lower bound via uv
+# --resolution lowest-direct),
+# 3.11.7 + torch 2.14.1, 3.13.0 + torch 2.14.1 (full suite); CI: 3.11 + torch 2.13.0+cpu.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,11p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,16p "$0"; exit 2; }
 python=$1 torch_req=$2
 shift 2
 tests=("$@")
