@@ -117,11 +117,18 @@ def test_thread_policy_choice():
     assert threads.choose_threads({"OMP_NUM_THREADS": "2"}, **busy) is None  # the user's OpenMP setting is kept
     with pytest.raises(ValueError, match=threads.ENV):
         threads.choose_threads({threads.ENV: "zero"}, **idle)
+    assert threads.machine_busy(load=1.2) and not threads.machine_busy(load=0.3)
 
 
 def test_thread_policy_is_applied_before_torch_loads():
-    code = "import os; from unmask.threads import apply_policy; n = apply_policy(); print(n, os.environ['OMP_WAIT_POLICY'])"
+    code = (
+        "import os; from unmask import threads; threads.machine_busy = lambda: True; n = threads.apply_policy(); "
+        "print(n, os.environ['OMP_WAIT_POLICY'])"
+    )
     assert _python(["-c", code], UNMASK_NUM_THREADS="1").stdout.split() == ["1", "PASSIVE"]
+    idle = "import os; from unmask import threads; threads.machine_busy = lambda: False; threads.apply_policy(); "
+    idle += "print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    assert _python(["-c", idle], UNMASK_NUM_THREADS="1").stdout.split() == ["unset"]  # spinning is faster when idle
     assert _python(["-c", code], UNMASK_NUM_THREADS="2", OMP_WAIT_POLICY="ACTIVE").stdout.split() == ["2", "ACTIVE"]
 
 
