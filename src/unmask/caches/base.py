@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
-from ..engine import CanvasState, Rows, StepOutput, StepPlan
-
-
-@dataclass
-class StepContext:
-    """What the denoising loop knows at the start of a step."""
-
-    step: int  # steps taken in this generation
-    block_step: int  # steps taken in the current block
-    block: tuple[int, int]  # current block [start, end) in canvas positions
-    gen_start: int  # first generated position
-    masked: Tensor  # [B, T] bool, still-masked positions of active sequences
+from ..engine import CanvasState, Rows, StepContext, StepOutput, StepPlan
 
 
 class CachePolicy:

@@ -1,8 +1,8 @@
 """The cache engine: per-request stores, step plans, and the partial forward that executes them."""
 
 from .forward import StepOutput, run_plan
-from .plan import StepPlan
+from .plan import StepContext, StepPlan
 from .rows import Rows
 from .state import CanvasState, make_state
 
-__all__ = ["CanvasState", "Rows", "StepOutput", "StepPlan", "make_state", "run_plan"]
+__all__ = ["CanvasState", "Rows", "StepContext", "StepOutput", "StepPlan", "make_state", "run_plan"]

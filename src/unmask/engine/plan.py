@@ -1,4 +1,6 @@
-"""A step plan: what one denoising step computes. Policies write plans; the engine executes them."""
+"""A step's context and plan: what the loop knows at a step's start, and what the step computes.
+
+Policies read the context and write plans; the engine executes them."""
 
 from __future__ import annotations
 
@@ -14,6 +16,17 @@ from .rows import Rows
 # all rows, or None. By default the triggering layer itself is run again over all rows (and the hook called
 # again); with `StepPlan.refresh_next` it keeps its result and the refresh starts at the next layer.
 LayerHook = Callable[[int, Tensor | None, Tensor], Tensor | None]
+
+
+@dataclass
+class StepContext:
+    """What the denoising loop knows at the start of a step."""
+
+    step: int  # steps taken in this generation
+    block_step: int  # steps taken in the current block
+    block: tuple[int, int]  # current block [start, end) in canvas positions
+    gen_start: int  # first generated position
+    masked: Tensor  # [B, T] bool, still-masked positions of active sequences
 
 
 @dataclass
