@@ -155,9 +155,9 @@ def step_times(model, prompt_ids: list[list[int]], cache, **options) -> list[Ste
     marks: list[tuple[float, int]] = []
 
     def timed(original):
-        def step(self, ctx, counts):
+        def step(self, ctx):
             marks.append((time.perf_counter(), ctx.block_step))
-            return original(self, ctx, counts)
+            return original(self, ctx)
         return step
 
     _generate_with_step(timed, model, prompt_ids, cache, **options)
@@ -174,12 +174,12 @@ def profile_cached_steps(model, prompt_ids: list[list[int]], cache, runs: int = 
     profiler = cProfile.Profile()
 
     def profiled(original):
-        def step(self, ctx, counts):
+        def step(self, ctx):
             if ctx.block_step == 0:
-                return original(self, ctx, counts)
+                return original(self, ctx)
             profiler.enable()
             try:
-                return original(self, ctx, counts)
+                return original(self, ctx)
             finally:
                 profiler.disable()
         return step
@@ -197,12 +197,12 @@ def step_matmuls(model, prompt_ids: list[list[int]], cache, pick: Callable[[obje
     found: list[list[MatmulCall]] = []
 
     def recorded(original):
-        def step(self, ctx, counts):
+        def step(self, ctx):
             if found or not pick(ctx):
-                return original(self, ctx, counts)
+                return original(self, ctx)
             recorder = _Recorder()
             with recorder:
-                out = original(self, ctx, counts)
+                out = original(self, ctx)
             found.append(recorder.calls)
             return out
         return step

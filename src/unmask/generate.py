@@ -13,11 +13,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .caches.base import StepContext, resolve_cache
-from .decoding import block_start, prior, schedule, selection
+from .caches.base import resolve_cache
+from .decoding import schedule
+from .decoding.commit import CommitContext, CommitRule
 from .decoding.stops import first_stop
 from .decoding.sampling import LLADA_ALGS, dream_candidates, llada_candidates
-from .engine import StepOutput, StepPlan, make_state, run_plan
+from .engine import StepContext, StepOutput, StepPlan, make_state, run_plan
 from .models.model import LoadedModel
 from .options import GenerationOptions
 
@@ -128,7 +129,7 @@ class _Request:
             self.generator = torch.Generator(device=device).manual_seed(opts.seed)
         self.active = torch.ones(b, dtype=torch.bool, device=device)
         pads = [width - len(ids) for ids in prompt_ids]
-        self.padding: list[int] | None = pads if any(pads) else None  # left padding per row
+        self.rule = CommitRule(opts, pads if any(pads) else None, self.generator)
         self.nfe = [0] * b
         self.seconds = [0.0] * b
         self.trace: list[StepTrace] | None = [] if trace else None
@@ -160,7 +161,8 @@ class _Request:
         s = self.opts.cfg_scale
         return uncond + (s + 1) * (cond - uncond)
 
-    def _candidates(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+    def _candidate_tokens(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Each logit position's candidate token and its confidence (the EOS/EOT option applied)."""
         o = self.opts
         if o.alg in LLADA_ALGS:
             x0, conf = llada_candidates(logits, o.temperature, o.alg, self.generator, self.confidence_dtype)
@@ -186,7 +188,7 @@ class _Request:
             in_block = masked[:, s:e].sum(-1)
             if not bool(in_block.any()):
                 continue
-            counts = None if o.parallel or o.schedule == "eps" else schedule.linear_counts(in_block, o.steps_per_block)
+            self.rule.start_block(in_block)
             self.policy.on_block_start(st, ctx)
             block_step = 0
             while True:
@@ -196,7 +198,7 @@ class _Request:
                 if not bool(masked[:, s:e].any()):
                     break
                 ctx = StepContext(step=step, block_step=block_step, block=(s, e), gen_start=self.gen_start, masked=masked)
-                committed, conf = self._step(ctx, counts)
+                committed, conf = self._step(ctx)
                 self.policy.on_step_end(st, ctx, committed, conf)
                 self._finish_sequences(committed)
                 if self.prefix_hook is not None:
@@ -222,92 +224,47 @@ class _Request:
     def _masked(self) -> Tensor:
         return self.state.pending & self.active.unsqueeze(1)
 
-    def _step(self, ctx: StepContext, counts: Tensor | None) -> tuple[Tensor, Tensor]:
-        o, st = self.opts, self.state
+    def _step(self, ctx: StepContext) -> tuple[Tensor, Tensor]:
+        """One denoising step; returns the positions it committed and its confidences (-inf where unknown)."""
+        st = self.state
         plan = self.policy.plan(st, ctx)
         out, logits = self._forward(plan)
         self._count_forward()
         self._account(out)
         self.policy.after_forward(st, ctx, plan, out)
-        x0, conf = self._candidates(logits)
-        b, t = st.batch, st.length
+        x0, conf = self._candidate_tokens(logits)
         pos = plan.logit_positions.index
-        dense_conf = torch.full((b, t), float("-inf"), dtype=torch.float64, device=conf.device)
+        dense_conf = torch.full((st.batch, st.length), float("-inf"), dtype=torch.float64, device=conf.device)
         dense_x0 = st.canvas.clone()
         dense_conf.scatter_(1, pos, conf)
         dense_x0.scatter_(1, pos, x0)
-        s, e = ctx.block
-        candidate = torch.zeros_like(ctx.masked)
-        candidate[:, s:e] = ctx.masked[:, s:e]
-        span = plan.logit_positions.span
-        if span is None or span[0] > s or span[1] < e:  # logits do not cover the whole block
-            candidate &= plan.logit_positions.mask(t)
-        if not bool(candidate.any()):
-            raise RuntimeError(f"cache={self.policy.name} planned no logits for any masked position of block {ctx.block}")
-        step_conf = dense_conf
-        if o.sigma > 0:
-            dense_conf = dense_conf.clone()  # step_conf (what policies see) stays without the prior
-            decoded = ~st.pending[:, self.gen_start :]
-            density = prior.certainty_density(decoded, o.sigma)
-            dense_conf[:, self.gen_start :] = dense_conf[:, self.gen_start :] * density
-        # Candidates whose confidence was forced to -inf (EOS/EOT options) stay selectable, last.
-        dense_conf = torch.where(candidate, dense_conf.clamp_min(-1e300), float("-inf"))
-        commit = self._select_in_span(dense_conf, candidate, ctx, counts)
+        candidates = self._candidate_positions(ctx, plan)
+        rule_ctx = CommitContext(
+            block=ctx.block, block_step=ctx.block_step, gen_start=self.gen_start, masked=ctx.masked,
+            span=self.policy.selection_span(st, ctx), first_mask_only=self.policy.commits_first_mask(ctx),
+        )
+        commit = self.rule.commit(dense_conf, candidates, rule_ctx)
         st.canvas = torch.where(commit, dense_x0, st.canvas)
         st.pending &= ~commit
         self.decoded |= commit
         if self.trace is not None:
             offsets = [(row.nonzero().flatten() - self.gen_start).tolist() for row in commit]
             self.trace.append(StepTrace(offsets, list(out.layer_rows), list(out.refreshed_layers)))
-        return commit, step_conf
+        return commit, dense_conf
 
-    def _select_in_span(self, conf: Tensor, candidate: Tensor, ctx: StepContext, counts: Tensor | None) -> Tensor:
-        """Select over the policy's span, so exact ties break as the official loop breaks them.
-
-        A span from the canvas start begins at each row's first real token: a left-padded row is
-        then ranked over the same vector as when it decodes alone (batch invariance).
-        """
-        lo, hi = self.policy.selection_span(self.state, ctx)
-        commit = torch.zeros_like(candidate)
-        if lo > 0 or self.padding is None:
-            commit[:, lo:hi] = self._select(conf[:, lo:hi], candidate[:, lo:hi], ctx, counts)
-            return commit
-        for b, pad in enumerate(self.padding):
-            rows = slice(b, b + 1)
-            commit[rows, pad:hi] = self._select(conf[rows, pad:hi], candidate[rows, pad:hi], ctx, counts, rows)
-        return commit
-
-    def _select(
-        self, conf: Tensor, candidate: Tensor, ctx: StepContext, counts: Tensor | None, rows: slice = slice(None)
-    ) -> Tensor:
-        o = self.opts
-        if self.policy.commits_first_mask(ctx):
-            return block_start.first_mask(candidate)
-        if o.threshold is not None:
-            return selection.select_threshold(conf, o.threshold)
-        if o.factor is not None:
-            return selection.select_factor(conf, o.factor)
+    def _candidate_positions(self, ctx: StepContext, plan: StepPlan) -> Tensor:
+        """[B, T] bool: the block's masks the step has logits for."""
         s, e = ctx.block
-        remaining = candidate.sum(-1)
-        if o.schedule == "eps":
-            in_block = ctx.masked[rows, s:e].sum(-1)
-            k = schedule.eps_count(in_block, min(ctx.block_step, o.steps_per_block - 1), o.steps_per_block, o.eps)
-            if o.alg == "origin":
-                ratio = schedule.eps_ratio(min(ctx.block_step, o.steps_per_block - 1), o.steps_per_block, o.eps)
-                u = torch.rand(conf.shape, dtype=torch.float64, device=conf.device, generator=self.generator)
-                return candidate & (u < ratio)
-        elif ctx.block_step < o.steps_per_block:
-            k = counts[rows, ctx.block_step]
-        else:
-            k = torch.ones_like(remaining)
-        if ctx.block_step >= o.steps_per_block - 1:
-            k = torch.maximum(k, torch.ones_like(k))  # past the budget: keep making progress
-        k = torch.minimum(k, remaining)
-        if o.alg_temp > 0:
-            return selection.select_sampled(conf, k, o.alg_temp, self.generator)
-        return selection.select_top_k(conf, k)
+        candidates = torch.zeros_like(ctx.masked)
+        candidates[:, s:e] = ctx.masked[:, s:e]
+        span = plan.logit_positions.span
+        if span is None or span[0] > s or span[1] < e:  # logits do not cover the whole block
+            candidates &= plan.logit_positions.mask(self.state.length)
+        if not bool(candidates.any()):
+            raise RuntimeError(f"cache={self.policy.name} planned no logits for any masked position of block {ctx.block}")
+        return candidates
 
-    def _account(self, out) -> None:
+    def _account(self, out: StepOutput) -> None:
         self.layer_steps += len(out.layer_rows)
         self.refreshed_steps += sum(out.refreshed_layers)
         self.rows_computed += sum(out.layer_rows)
