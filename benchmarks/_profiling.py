@@ -21,6 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from unmask.engine.allocator import keep_freed_memory
+from unmask.models.tokenizer import encode_prompts
 
 aten = torch.ops.aten
 
@@ -217,9 +218,8 @@ def arith_prompt_ids(model, n: int = 1, offset: int = 0) -> list[list[int]]:
     """Token ids of the first bundled arith eval questions, encoded as generate would."""
     from unmask.tasks import arith
 
-    gen = generate_module()
     questions = [p["question"] for p in arith.eval_split()[offset : offset + n]]
-    return gen.encode_prompts(model, questions, chat=True)
+    return encode_prompts(model, questions, chat=True)
 
 
 def prepare_machine(threads: int = 0) -> None:

@@ -19,7 +19,7 @@ import re
 import torch
 
 import unmask
-from unmask.generate import encode_prompts
+from unmask.models.tokenizer import encode_prompts
 from unmask.tasks import arith
 
 EQUATION = re.compile(r"(\d+) ([+\-*/]) (\d+) = (\d+)")

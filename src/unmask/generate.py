@@ -20,6 +20,7 @@ from .decoding.stops import first_stop
 from .decoding.sampling import LLADA_ALGS, dream_candidates, llada_candidates
 from .engine import StepContext, StepOutput, StepPlan, make_state, run_plan
 from .models.model import LoadedModel
+from .models.tokenizer import encode_prompts
 from .options import GenerationOptions
 
 
@@ -50,17 +51,6 @@ class GenerationResult:
     @property
     def tokens_per_second(self) -> float:
         return sum(self.answer_tokens) / self.total_seconds if self.total_seconds else 0.0
-
-
-def encode_prompts(model: LoadedModel, prompts: list[str], chat: bool) -> list[list[int]]:
-    out = []
-    for text in prompts:
-        if chat and model.chat_template:
-            out.append(model.tokenizer.encode(model.chat_template.format(content=text)))
-        else:
-            bos = [model.special.bos] if model.special.bos is not None else []
-            out.append(bos + model.tokenizer.encode(text))
-    return out
 
 
 class _PrefixReporter:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 # Files from which transformers can build a tokenizer when tokenizer.json is absent.
 OTHER_TOKENIZER_FILES = ("tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt",
@@ -76,3 +80,16 @@ class Tokenizer:
         if self._kind == "fast":
             return self._backend.get_vocab_size()
         return len(self._backend)
+
+
+def encode_prompts(model: LoadedModel, prompts: list[str], chat: bool) -> list[list[int]]:
+    """Token ids of text prompts: through the model's chat template when `chat` and it has one,
+    else the text after BOS (when the model has one)."""
+    out = []
+    for text in prompts:
+        if chat and model.chat_template:
+            out.append(model.tokenizer.encode(model.chat_template.format(content=text)))
+        else:
+            bos = [model.special.bos] if model.special.bos is not None else []
+            out.append(bos + model.tokenizer.encode(text))
+    return out

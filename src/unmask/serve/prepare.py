@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..caches.base import resolve_cache
 from ..config import RunConfig, resolve_config
-from ..generate import encode_prompts
 from ..models.model import LoadedModel
+from ..models.tokenizer import encode_prompts
 from ..options import GenerationOptions
 from .chat import chat_prompt
 from .schemas import APIError, ChatRequest, CompletionRequest
