@@ -12,7 +12,6 @@ import cProfile
 import pstats
 import re
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,7 +19,9 @@ from typing import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import unmask
 from unmask.engine.allocator import keep_freed_memory
+from unmask.engine.loop import DenoisingLoop
 from unmask.models.tokenizer import encode_prompts
 
 aten = torch.ops.aten
@@ -123,13 +124,6 @@ def replay_seconds(calls: list[MatmulCall], repeat: int = 7) -> float:
         return best_seconds(run, repeat=repeat, number=5)
 
 
-def generate_module():
-    """The module `unmask.generate` (the package attribute of that name is the function)."""
-    import unmask  # noqa: F401
-
-    return sys.modules["unmask.generate"]
-
-
 @dataclass
 class StepTiming:
     block_step: int
@@ -137,18 +131,17 @@ class StepTiming:
 
 
 def _generate_with_step(make_step: Callable, model, prompt_ids: list[list[int]], cache, runs: int = 1, **options) -> None:
-    """Run generate `runs` times with the request's `_step` replaced by `make_step(original)`.
+    """Run generate `runs` times with the loop's `_step` replaced by `make_step(original)`.
 
     Wraps the step from outside (a profiling aid; the library is not changed for it).
     """
-    gen = generate_module()
-    original = gen._Request._step
-    gen._Request._step = make_step(original)
+    original = DenoisingLoop._step
+    DenoisingLoop._step = make_step(original)
     try:
         for _ in range(runs):
-            gen.generate(model, input_ids=prompt_ids, cache=cache, **options)
+            unmask.generate(model, input_ids=prompt_ids, cache=cache, **options)
     finally:
-        gen._Request._step = original
+        DenoisingLoop._step = original
 
 
 def step_times(model, prompt_ids: list[list[int]], cache, **options) -> list[StepTiming]:

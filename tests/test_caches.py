@@ -57,12 +57,12 @@ def test_dual_equals_prefix_with_one_block(llada):
 def test_prefix_cached_kv_equals_fresh_forward_at_block_start(llada):
     """Mid-block, the cached prefix K/V equal a fresh full forward over the canvas as it was at the block start."""
     from unmask.caches.prefix import PrefixCache
-    from unmask.generate import _Request
+    from unmask.engine.loop import DenoisingLoop
     from unmask.options import GenerationOptions
 
     opts = GenerationOptions.build("llada", gen_length=24, block_length=8, logits_eos_inf=True)
     _, settings = unmask.caches.resolve_cache("prefix")
-    req = _Request(llada, opts, PrefixCache, settings, [[5, 6, 7]], trace=False)
+    req = DenoisingLoop(llada, opts, PrefixCache, settings, [[5, 6, 7]], trace=False)
     seen = {}
     plan = req.policy.plan
 
@@ -135,12 +135,12 @@ def test_d2cache_inflate_fills_short_gaps_only():
 
 def test_d2cache_confidences_follow_fresh_steps(llada):
     from unmask.caches.d2cache import D2Cache
-    from unmask.generate import _Request
+    from unmask.engine.loop import DenoisingLoop
     from unmask.options import GenerationOptions
 
     opts = GenerationOptions.build("llada", gen_length=16, block_length=None, sigma=10.0)
     _, settings = unmask.caches.resolve_cache({"name": "d2cache", "current_k": 4})
-    req = _Request(llada, opts, D2Cache, settings, [[5, 6, 7]], trace=False)
+    req = DenoisingLoop(llada, opts, D2Cache, settings, [[5, 6, 7]], trace=False)
     seen = []
     original = req.policy.on_step_end
 

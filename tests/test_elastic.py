@@ -7,7 +7,8 @@ import pytest
 
 import unmask
 import unmask.caches.elastic as elastic_module
-from unmask.generate import _Request
+from unmask.engine.loop import DenoisingLoop
+from unmask.generate import result_of
 from unmask.options import GenerationOptions
 
 from conftest import make_checkpoint
@@ -47,7 +48,7 @@ def _request(model, prompt, cache, gen_length=128):
     policy_cls, settings = unmask.caches.resolve_cache(cache)
     options = {**policy_cls.default_options(settings, model.cfg.family), "gen_length": gen_length}
     opts = GenerationOptions.build(model.cfg.family, **options)
-    return _Request(model, opts, policy_cls, settings, [prompt], trace=True)
+    return DenoisingLoop(model, opts, policy_cls, settings, [prompt], trace=True)
 
 
 def _spy_steps(req):
@@ -76,7 +77,7 @@ def test_masks_after_the_first_eos_stay_keys_and_can_be_tracked(llada4):
     assert never and all(int(st.canvas[0, p]) == llada4.special.mask for p in never), "masks after the cut stay masks"
     # A never-decoded mask is outside every window, so only tracking brings it into a step's query rows.
     assert any(rows & never for rows in queried[1:]), "a mask past the cut is tracked at some step"
-    result = req.result([row["prompt"]]).token_ids[0]  # read as EOS, after the answer
+    result = result_of(req, [row["prompt"]]).token_ids[0]  # read as EOS, after the answer
     assert all(result[p - gen_start] == llada4.special.eos for p in never)
 
 

@@ -1,4 +1,5 @@
-"""The cache engine: per-request stores, step plans, and the partial forward that executes them."""
+"""The cache engine: per-request stores, step plans, the partial forward that executes them, and
+the denoising loop that drives them (`engine.loop`, imported from there)."""
 
 from .forward import StepOutput, run_plan
 from .plan import StepContext, StepPlan
