@@ -115,12 +115,13 @@ def test_threshold_commits_every_candidate_at_or_above_it_and_at_least_the_best(
     assert committed(rule, conf, candidates) == [[0, 2], [1]]
 
 
-def test_factor_commits_the_longest_sorted_prefix_the_rule_allows():
+def test_factor_commits_the_longest_sorted_prefix_the_rule_allows_among_candidates():
     rule = make_rule(factor=0.5)
-    # sorted 0.99, 0.95, 0.9, 0.5: (n + 1)(1 - c_n) = 0.02, 0.15, 0.4, 2.5 -> the first three
-    conf = confs([0.9, 0.99, 0.5, 0.95, 0.1, 0.1, 0.1, 0.999])
+    # candidates sorted 0.97, 0.9, 0.8, 0.6: (n + 1)(1 - c_n) = 0.06, 0.3, 0.8, 2.0 -> the first two;
+    # counting the non-candidate 0.999 would give 0.002, 0.09, 0.4, 1.0 -> three.
+    conf = confs([0.8, 0.97, 0.6, 0.9, 0.1, 0.1, 0.1, 0.999])
     candidates = bools([1, 1, 1, 1, 1, 1, 1, 0])
-    assert committed(rule, conf, candidates) == [[0, 1, 3]]
+    assert committed(rule, conf, candidates) == [[1, 3]]
     low = confs([0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert committed(rule, low, candidates) == [[1]]  # the rule never holds: still the best
 
