@@ -10,7 +10,7 @@ import yaml
 
 from conftest import make_checkpoint
 from unmask import config as C
-from unmask.caches.base import registry, resolve_cache
+from unmask.caches.registry import registry, resolve_cache
 from unmask.options import GenerationOptions
 from unmask.tasks.arith_task import ArithTask
 from unmask.tasks.base import Task

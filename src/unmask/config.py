@@ -345,7 +345,7 @@ def load_model(cfg: RunConfig, device: str | None = None):
 
 
 def _resolve_cache(raw: dict | None, explicit: set[str], task_name: str) -> tuple[dict | None, type | None]:
-    from .caches.base import registry, resolve_cache
+    from .caches.registry import registry, resolve_cache
 
     if raw is None:
         return None, None
@@ -397,15 +397,13 @@ def _resolve_generation(
 
 
 def _check_generation(gen: dict, family: str | None, cache_cls: type | None, cache: dict | None) -> None:
-    """Run the same checks unmask.generate runs, on a stand-in for the model (no weights)."""
+    """Run the same checks unmask.generate runs (the options', then the cache method's); no model needed."""
     from .options import GenerationOptions
 
     fam = family or "llada"
     opts = GenerationOptions.build(fam, **gen)
     if cache_cls is not None:
-        settings = {k: v for k, v in cache.items() if k != "name"}
-        stand_in = types.SimpleNamespace(cfg=types.SimpleNamespace(shift_logits=fam == "dream", num_layers=1))
-        cache_cls(settings, stand_in, opts, None)
+        cache_cls.validate({k: v for k, v in cache.items() if k != "name"}, opts, fam)
 
 
 # -- the entry point ------------------------------------------------------------------------------

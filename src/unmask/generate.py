@@ -13,7 +13,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .caches.base import StepContext, resolve_cache
+from .caches.base import StepContext
+from .caches.registry import resolve_cache
 from .decoding import block_start, prior, schedule, selection
 from .decoding.stops import first_stop
 from .decoding.sampling import LLADA_ALGS, dream_candidates, llada_candidates
@@ -380,6 +381,7 @@ def generate(
     policy_cls, settings = resolve_cache(cache)
     options = {**policy_cls.default_options(settings, model.cfg.family), **options}
     opts = GenerationOptions.build(model.cfg.family, **options)
+    policy_cls.validate(settings, opts, model.cfg.family)
     if (prompts is None) == (input_ids is None):
         raise ValueError("pass exactly one of prompts=[...] or input_ids=[[...], ...]")
     if isinstance(prompts, str):

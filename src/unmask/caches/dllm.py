@@ -27,8 +27,9 @@ class DLLMCache(CachePolicy):
     }
     needs_branches = True
 
-    def __init__(self, settings, module, options, special):
-        super().__init__(settings, module, options, special)
+    @classmethod
+    def validate(cls, settings, options, family: str) -> None:
+        super().validate(settings, options, family)
         if settings["kp"] < 1 or settings["kr"] < 1:
             raise ValueError(f"cache.kp={settings['kp']} and cache.kr={settings['kr']} must be >= 1")
         if not 0 <= settings["rou"] <= 1:
