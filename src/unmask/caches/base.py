@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ..engine import CanvasState, Rows, StepOutput, StepPlan
+from ..engine import CanvasState, Rows, StepOutput, StepPlan, run_plan
 
 
 @dataclass
@@ -36,7 +36,6 @@ class CachePolicy:
     # never a value the user set (the config layer applies them, knowing which keys were given).
     task_params: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_layer_inputs: ClassVar[bool] = False
-    needs_branches: ClassVar[bool] = False
     needs_queries: ClassVar[bool] = False  # keep every row's post-RoPE queries per layer
     # The loop sets the [MASK] logit to -inf before confidences (committing [MASK] would leave a mask in
     # the answer); a method whose official code does not may turn this off.
@@ -85,7 +84,12 @@ class CachePolicy:
         return False
 
     def plan(self, state: CanvasState, ctx: StepContext) -> StepPlan:
+        """What this step computes. The loop reads only `logit_positions`; the rest is for `forward`."""
         raise NotImplementedError
+
+    def forward(self, state: CanvasState, plan: StepPlan) -> StepOutput:
+        """Execute this policy's plan: the engine's partial forward, unless a method brings its own."""
+        return run_plan(self.module, state, plan)
 
     def after_forward(self, state: CanvasState, ctx: StepContext, plan: StepPlan, out: StepOutput) -> None:
         pass

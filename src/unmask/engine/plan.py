@@ -1,4 +1,8 @@
-"""A step plan: what one denoising step computes. Policies write plans; the engine executes them."""
+"""A step plan: what one denoising step computes. Policies write plans; the engine executes them.
+
+A method whose forward is not a row selection (dLLM-Cache's branch reuse) has its own plan
+type and forward (`CachePolicy.forward`); the loop reads only `logit_positions` from a plan.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,3 @@ class StepPlan:
     prob_positions: Tensor | None = None  # [B, P] canvas positions whose attention probabilities are needed
     layer_hook: LayerHook | None = None
     refresh_next: bool = False  # a layer_hook trigger refreshes from the next layer, not the triggering one
-    branch_mode: str | None = None  # dLLM-Cache: "full" | "response" | "adaptive"
-    branch_start: int = 0  # dLLM-Cache: first response row
-    adaptive_ratio: float = 0.0  # dLLM-Cache: rou
