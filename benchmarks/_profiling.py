@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from unmask.engine.allocator import keep_freed_memory
+from unmask.bench_allocator import keep_freed_memory
 
 aten = torch.ops.aten
 

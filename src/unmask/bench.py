@@ -9,7 +9,7 @@ is the baseline's generation time over the method's, both from this run's record
 By default the bench decodes the full canvas (`generation.stop_until_eos=false`): every method
 denoises all `gen_length` positions, EOS padding included, which is how the papers measure
 speedups. With `generation.stop_until_eos=true` a sequence stops once its answer is complete.
-The bench process keeps freed memory (`engine.allocator.keep_freed_memory`), so no method's
+The bench process keeps freed memory (`bench_allocator.keep_freed_memory`), so no method's
 steps pay page faults for re-mapped temporaries.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import metrics
+from .bench_allocator import keep_freed_memory
 from .config import (
     RunConfig,
     command_main,
@@ -316,8 +317,6 @@ def run_bench(
 
     task, samples = task_samples(first)
     require_model_path(first)
-    from .engine.allocator import keep_freed_memory  # imports torch: not at module level, for --help
-
     kept = keep_freed_memory()  # steady step times: no page faults from re-mapping freed temporaries
     if not samples:
         raise ValueError(f"dataset.name={first.dataset['name']} has no samples")
