@@ -48,7 +48,7 @@ METHODS: dict[str, list[str]] = {
     "d2cache": ["cache=d2cache"],
     "elastic": ["cache=elastic"],
 }
-OWN_KEYS: dict[str, type] = {"methods": list, "lengths": list, "trace": bool, "trace_methods": list, "threads": int}
+OWN_KEYS: dict[str, Any] = {"methods": list, "lengths": list[int], "trace": bool, "trace_methods": list, "threads": int}
 DEFAULT_LIMIT = 10
 CSV_COLUMNS = (
     "method", "cache", "gen_length", "samples", "accuracy", "tokens_per_second", "speedup", "latency_seconds",
@@ -134,17 +134,11 @@ def with_length(user: list[str], length: int) -> list[str]:
     return [o for o in user if _key(o) != "generation.gen_length"] + [f"generation.gen_length={length}"]
 
 
-def parse_lengths(values: list[str] | None) -> list[int]:
-    out = []
-    for v in values or []:
-        try:
-            n = int(v)
-        except ValueError:
-            raise ValueError(f"lengths={','.join(values)}: {v!r} is not an integer") from None
+def check_lengths(lengths: list[int] | None) -> list[int]:
+    for n in lengths or []:
         if n < 1:
             raise ValueError(f"lengths=: {n} must be >= 1")
-        out.append(n)
-    return out
+    return list(lengths or [])
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -408,7 +402,7 @@ def _bench(argv: list[str]) -> int:
     run_bench(
         rest,
         methods=own.get("methods"),
-        lengths=parse_lengths(own.get("lengths")),
+        lengths=check_lengths(own.get("lengths")),
         trace=own.get("trace", True),
         trace_methods=own.get("trace_methods"),
         command="unmask bench " + " ".join(argv),

@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from .models.checkpoint import save_llada_checkpoint
 from .models.config import ModelConfig
 from .models.families import LLADA_CHAT
 from .models.model import DiffusionLM
+from .parsing import parse_value
 from .tasks import arith
 from .tasks.tokenizer_build import build_tokenizer
 
@@ -505,24 +507,18 @@ def train(config: TrainConfig | dict) -> dict[str, Any]:
 
 
 def parse_overrides(argv: list[str]) -> TrainConfig:
-    """`key=value` arguments onto TrainConfig, converting each value to the field's type."""
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    """`key=value` arguments onto TrainConfig, each read as its field's type (`unmask.parsing`)."""
+    types = typing.get_type_hints(TrainConfig)
     values: dict[str, Any] = {}
     for arg in argv:
         key, sep, raw = arg.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
         if not sep or key not in types:
             raise SystemExit(f"unmask train: bad argument {arg!r}; expected key=value with key one of {sorted(types)}")
-        kind = types[key]
         try:
-            if kind == "bool":
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                values[key] = raw.lower() in ("true", "1", "yes")
-            else:
-                values[key] = {"int": int, "float": float, "str": str}[kind](raw)
-        except ValueError:
-            raise SystemExit(f"unmask train: {key}={raw!r} is not a valid {kind}") from None
+            values[key] = parse_value(key, raw, types[key])
+        except ValueError as exc:
+            raise SystemExit(f"unmask train: {exc}") from None
     return TrainConfig(**values)
 
 

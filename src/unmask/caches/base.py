@@ -24,7 +24,7 @@ class StepContext:
 class CachePolicy:
     """Decides, each step, which rows to recompute; never touches weights.
 
-    Subclasses declare `name`, `params` (defaults, whose types coerce command-line strings)
+    Subclasses declare `name`, `params` (defaults, whose types `unmask.parsing` reads values as)
     and the extra stores they need, and override `plan` and the lifecycle hooks. Their checks
     live in `validate`, a class method of (settings, options, family), so a config, a server
     request or a `generate` call is validated without a model.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..parsing import parse_value
 from .base import CachePolicy
 from .d2cache import D2Cache
 from .dllm import DLLMCache
@@ -17,28 +18,6 @@ POLICIES: tuple[type[CachePolicy], ...] = (NoCache, PrefixCache, DLLMCache, D2Ca
 def registry() -> dict[str, type[CachePolicy]]:
     """Every cache method by its `cache=` name."""
     return {cls.name: cls for cls in POLICIES}
-
-
-def coerce(name: str, key: str, value: Any, default: Any) -> Any:
-    """Coerce a (possibly string) setting to the type of its default, with an error naming the key."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                return value.lower() in ("true", "1")
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, str):
-            return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"cache.{key}={value!r} is not a valid {type(default).__name__} for cache={name}") from None
-    return value
 
 
 def resolve_cache(cache: str | dict | None) -> tuple[type[CachePolicy], dict[str, Any]]:
@@ -60,5 +39,6 @@ def resolve_cache(cache: str | dict | None) -> tuple[type[CachePolicy], dict[str
     if unknown:
         valid = sorted(cls.params) or "none"
         raise ValueError(f"unknown parameter(s) {unknown} for cache={name}; valid parameters: {valid}")
-    settings = {key: coerce(name, key, cache.get(key, default), default) for key, default in cls.params.items()}
+    # Each setting reads as its default's type (command-line text included), as every command reads values.
+    settings = {key: parse_value(f"cache.{key}", cache.get(key, default), type(default)) for key, default in cls.params.items()}
     return cls, settings
