@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .models.checkpoint import save_llada_checkpoint
-from .models.config import ModelConfig
+from .models.model_config import ModelConfig
 from .models.families import LLADA_CHAT
 from .models.model import DiffusionLM
 from .parsing import parse_value
@@ -196,7 +196,7 @@ def init_number_rows(module: DiffusionLM, vocab: dict[str, int], std: float) -> 
 # -- data ---------------------------------------------------------------------------------
 
 
-class Batcher:
+class SFTCollator:
     """Turns problems into (input ids, attention mask, response mask) with left-padded prompts.
 
     The response is the answer, `<|eot_id|>`, then `<|endoftext|>` up to `response_length`
@@ -307,7 +307,7 @@ class Run:
     schedule: Schedule
     stream: arith.ProblemStream
     gen: torch.Generator
-    batcher: Batcher
+    collator: SFTCollator
     ids: dict[str, int]
     checkpoint_cfg: dict
 
@@ -425,7 +425,7 @@ def build_run(cfg: TrainConfig) -> tuple[Run, bool]:
         schedule=Schedule(cfg),
         stream=arith.ProblemStream(cfg.seed, copy_fraction=cfg.copy_fraction, drill_fraction=cfg.drill_fraction),
         gen=torch.Generator().manual_seed(cfg.seed),
-        batcher=Batcher(tokenizer, ids, cfg.response_length),
+        collator=SFTCollator(tokenizer, ids, cfg.response_length),
         ids=ids,
         checkpoint_cfg=checkpoint_config(cfg, vocab, embedding, ids),
     )
@@ -438,7 +438,7 @@ def train_step(run: Run) -> tuple[float, int]:
     """One optimizer step on a fresh batch; returns (loss, tokens in the batch)."""
     cfg, module = run.cfg, run.module
     full = bool(torch.rand(1, generator=run.gen) < cfg.full_length_fraction)
-    batch = run.batcher([next(run.stream) for _ in range(cfg.batch_size)], full=full)
+    batch = run.collator([next(run.stream) for _ in range(cfg.batch_size)], full=full)
     for group in run.optimizer.param_groups:
         group["lr"] = run.schedule.lr()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):

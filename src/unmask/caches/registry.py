@@ -9,10 +9,10 @@ from .base import CachePolicy
 from .d2cache import D2Cache
 from .dllm import DLLMCache
 from .elastic import ElasticCache
-from .none import NoCache
+from .null import NullCache
 from .prefix import PrefixCache
 
-POLICIES: tuple[type[CachePolicy], ...] = (NoCache, PrefixCache, DLLMCache, D2Cache, ElasticCache)
+POLICIES: tuple[type[CachePolicy], ...] = (NullCache, PrefixCache, DLLMCache, D2Cache, ElasticCache)
 
 
 def registry() -> dict[str, type[CachePolicy]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import CachePolicy
 
 
-class NoCache(CachePolicy):
+class NullCache(CachePolicy):
     name = "null"
 
     @classmethod
