@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import unmask
-from unmask.engine.allocator import keep_freed_memory
+from unmask.bench_allocator import keep_freed_memory
 from unmask.engine.loop import DenoisingLoop
 from unmask.models.tokenizer import encode_prompts
 

@@ -132,7 +132,7 @@ def test_a_recompute_everything_variant_decodes_like_the_baseline_side_by_side(t
         (["methods=baseline,baseline/cache.kr=2"], "needs a cache method first"),
         (["methods=dllm,dllm/cache.nope=1"], "unknown key 'cache.nope'"),
         (["cache=prefix"], "sets each method's cache itself"),
-        (["lengths=32,x"], "not an integer"),
+        (["lengths=32,x"], "lengths='32,x' is not a valid list of int"),
         (["methods=baseline,dual", "trace_methods=elastic"], "not among methods"),
         (["generation.gen_length=33"], "multiple of generation.block_length"),
     ],

@@ -209,6 +209,31 @@ def test_unsupported_combinations_say_so(llada):
         unmask.generate(llada, input_ids=[[5]], cache="elastic", gen_length=8, threshold=0.5)
 
 
+@pytest.mark.parametrize(
+    "cache, family, options, message",
+    [
+        ("prefix", "llada", {"cfg_scale": 1.0}, "cfg_scale"),
+        ({"name": "prefix", "dream_start": "query"}, "llada", {}, "applies to Dream"),
+        ({"name": "prefix", "dream_start": "query"}, "dream", {}, None),
+        ({"name": "elastic", "tau": 0.8}, "llada", {"threshold": 0.5, "block_length": None}, "conflicts with cache.tau=0.8"),
+        ({"name": "elastic", "tau": 0.8}, "llada", {"threshold": 0.8, "block_length": None}, None),
+        ({"name": "dllm", "kr": 0}, "llada", {}, "must be >= 1"),
+        (None, "llada", {"cfg_scale": 1.0}, None),
+    ],
+)
+def test_validation_is_a_class_function_of_settings_options_and_family(cache, family, options, message):
+    """The config layer and the server check a request with no model and no policy instance."""
+    from unmask.options import GenerationOptions
+
+    cls, settings = unmask.caches.resolve_cache(cache)
+    opts = GenerationOptions.build(family, gen_length=32, **options)
+    if message is None:
+        cls.validate(settings, opts, family)
+    else:
+        with pytest.raises(ValueError, match=message):
+            cls.validate(settings, opts, family)
+
+
 @pytest.mark.parametrize("cache", [None, "prefix", {"name": "prefix", "use_dual": True}, "dllm", "d2cache", "elastic"])
 def test_parallel_decoding_works_with_every_policy(llada, cache):
     opts = {} if cache == "elastic" else {"threshold": 0.5}

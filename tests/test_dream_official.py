@@ -18,7 +18,8 @@ import torch
 import unmask
 from conftest import make_checkpoint
 from unmask.caches.prefix import PrefixCache
-from unmask.caches.base import StepContext, resolve_cache
+from unmask.caches.base import StepContext
+from unmask.caches.registry import resolve_cache
 from unmask.decoding import block_start
 from unmask.engine import make_state
 from unmask.options import GenerationOptions

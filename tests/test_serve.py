@@ -22,7 +22,7 @@ import pytest
 
 import unmask
 from unmask.serve.answer import PrefixText, final_answer
-from unmask.serve.batcher import Batcher, Job, Outcome, QueueFull
+from unmask.serve.batcher import Job, Outcome, QueueFull, RequestBatcher
 from unmask.serve.chat import FORMATS, chat_prompt, conversation
 from unmask.serve.schemas import APIError, Message
 
@@ -247,7 +247,7 @@ def _wait(boxes, timeout=60):
 def test_batcher_bounds_its_queue_and_isolates_a_failing_request(tiny):
     good = tiny.tokenizer.encode("Tom has 4 cars.")
     alone = unmask.generate(tiny, input_ids=[good], gen_length=16, block_length=16).token_ids[0]
-    batcher = Batcher(tiny, max_batch=4, max_queue=2, workers=1, batch_wait=0)
+    batcher = RequestBatcher(tiny, max_batch=4, max_queue=2, workers=1, batch_wait=0)
     (j1, b1), (j2, b2), (j3, _) = _job(good), _job([5, tiny.cfg.vocab_size + 7]), _job(good)
     batcher.submit(j1)
     batcher.submit(j2)  # an out-of-vocabulary id: fails inside the engine
@@ -265,7 +265,7 @@ def test_batcher_bounds_its_queue_and_isolates_a_failing_request(tiny):
 
 def test_batcher_batches_equal_settings_only(tiny):
     prompts = [tiny.tokenizer.encode(q) for q in QUESTIONS[:3]]
-    batcher = Batcher(tiny, max_batch=8, workers=1, batch_wait=0)
+    batcher = RequestBatcher(tiny, max_batch=8, workers=1, batch_wait=0)
     jobs = [_job(prompts[0]), _job(prompts[1]), _job(prompts[2], key="other", steps=8)]
     for job, _ in jobs:
         batcher.submit(job)
@@ -532,7 +532,7 @@ def test_unexpected_errors_are_generic_json_500s(tiny, monkeypatch):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(app_module, "prepare", broken)
-    app = app_module.create_app(ServeSettings(tiny, [], resolve_config([])), Batcher(tiny, workers=1))
+    app = app_module.create_app(ServeSettings(tiny, [], resolve_config([])), RequestBatcher(tiny, workers=1))
     with TestClient(app, raise_server_exceptions=False) as client:
         for route, body in [("/v1/completions", {"prompt": "a"}),
                             ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]})]:

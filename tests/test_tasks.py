@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unmask.tasks import code_extract, data, math_answers
+from unmask.tasks import code_extract, loading, math_answers
 from unmask.tasks.base import Sample
 from unmask.tasks.gsm8k import GSM8KTask
 from unmask.tasks.humaneval import HumanEvalInstructTask, HumanEvalTask
@@ -80,7 +80,7 @@ def test_gsm8k_file_path_takes_shots_from_the_sibling_train_file(gsm_dir):
 
 def test_gsm8k_missing_shot_file_says_how_to_supply_it(tmp_path):
     path = write_jsonl(tmp_path / "only" / "test.jsonl", GSM_TEST)
-    with pytest.raises(data.DatasetUnavailable, match="train.jsonl"):
+    with pytest.raises(loading.DatasetUnavailable, match="train.jsonl"):
         GSM8KTask(n_shot=5, path=str(path)).load()
     assert len(GSM8KTask(n_shot=0, path=str(path)).load()) == 2
 
@@ -148,7 +148,7 @@ def test_gsm8k_from_the_offline_datasets_cache(tmp_path, monkeypatch):
     assert samples[0].prompt.startswith(f"Question: {GSM_TRAIN[0]['question']}\nAnswer: {GSM_TRAIN[0]['answer']}\n\n")
     assert len(GSM8KTask(n_shot=0, split="train").load()) == 3
     assert (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE) == before  # offline switch restored
-    with pytest.raises(data.DatasetUnavailable, match="validation"):
+    with pytest.raises(loading.DatasetUnavailable, match="validation"):
         GSM8KTask(n_shot=0, split="validation").load()
 
 
@@ -156,12 +156,12 @@ def test_missing_dataset_names_both_ways(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
     for task, repo in ((GSM8KTask(n_shot=0), "openai/gsm8k"), (Math500Task(), "HuggingFaceH4/MATH-500"), (MBPPTask(), "google-research-datasets/mbpp")):
-        with pytest.raises(data.DatasetUnavailable) as info:
+        with pytest.raises(loading.DatasetUnavailable) as info:
             task.load()
         message = str(info.value)
         assert "dataset.path=" in message and "datasets.load_dataset" in message and repo in message
         assert "never downloads" in message
-    with pytest.raises(data.DatasetUnavailable, match="does not exist"):
+    with pytest.raises(loading.DatasetUnavailable, match="does not exist"):
         GSM8KTask(path=str(tmp_path / "nope.jsonl")).load()
 
 
@@ -394,7 +394,7 @@ def test_mbpp_directory_layout(tmp_path):
     samples = MBPPTask(n_shot=2, path=str(tmp_path / "d")).load()
     assert [s.id for s in samples] == ["11", "12"] and samples[0].prompt.count("[DONE]") == 2
     write_jsonl(tmp_path / "e" / "test.jsonl", MBPP_ROWS[4:6])
-    with pytest.raises(data.DatasetUnavailable, match="prompt.jsonl"):
+    with pytest.raises(loading.DatasetUnavailable, match="prompt.jsonl"):
         MBPPTask(path=str(tmp_path / "e")).load()
 
 

@@ -9,7 +9,7 @@ import torch
 
 import unmask
 from unmask import train as train_mod
-from unmask.train import Batcher, TrainConfig, build_run, diffusion_loss, parse_overrides, train
+from unmask.train import SFTCollator, TrainConfig, build_run, diffusion_loss, parse_overrides, train
 
 TINY = dict(
     n_layers=2, d_model=32, n_heads=2, batch_size=4, response_length=160, warmup_steps=2, lr=3e-3,
@@ -23,7 +23,7 @@ def tiny(out, **kw) -> TrainConfig:
 
 def fixed_loss(module, run, problems) -> float:
     """Loss on one fixed batch with fixed masks, to compare a model before and after training."""
-    batch = run.batcher(problems)
+    batch = run.collator(problems)
     with torch.no_grad():
         return float(diffusion_loss(module, batch, run.ids["mask"], 1e-3, torch.Generator().manual_seed(0)))
 
@@ -49,7 +49,7 @@ def test_training_reduces_loss_and_writes_a_loadable_checkpoint(tmp_path):
     tok = loaded.tokenizer
     assert loaded.special.mask == tok.token_to_id("<|mdm_mask|>")
     assert loaded.special.eot == tok.token_to_id("<|eot_id|>")
-    ids, attn, _ = run.batcher(problems[:3])
+    ids, attn, _ = run.collator(problems[:3])
     with torch.no_grad():
         expected = summary["module"](ids, attention_mask=attn)
         got = loaded.module(ids, attention_mask=attn)
@@ -93,18 +93,18 @@ def test_resume_refuses_another_model_shape(tmp_path):
         train(tiny(tmp_path / "c", max_steps=2, d_model=64))
 
 
-def test_batcher_pads_the_response_with_eot_then_eos(tmp_path):
+def test_collator_pads_the_response_with_eot_then_eos(tmp_path):
     run, _ = build_run(tiny(tmp_path / "d", max_steps=1))
     problems = [next(run.stream) for _ in range(3)]
-    ids, attn, response = run.batcher(problems)
+    ids, attn, response = run.collator(problems)
     assert ids.shape[1] == response[0].sum() + (~response[0]).sum() and int(response[0].sum()) == 160
     for row, a, p in zip(ids, attn, problems):
         resp = row[response[0]].tolist()
-        answer = run.batcher.tok.encode(p["answer"]).ids
+        answer = run.collator.tok.encode(p["answer"]).ids
         assert resp[: len(answer) + 1] == answer + [run.ids["eot"]]
         assert set(resp[len(answer) + 1 :]) == {run.ids["eos"]}
         assert bool(a[response[0]].all())
-    assert isinstance(run.batcher, Batcher)
+    assert isinstance(run.collator, SFTCollator)
 
 
 def test_parse_overrides():
@@ -133,7 +133,7 @@ def test_resume_may_extend_the_context(tmp_path):
 
 def test_fourier_number_init_puts_numbers_on_a_line(tmp_path):
     run, _ = build_run(tiny(tmp_path / "run", number_init="fourier", d_model=64))
-    vocab = run.batcher.tok.get_vocab()
+    vocab = run.collator.tok.get_vocab()
     dims = train_mod.FOURIER_DIMS
     for weight in (run.module.embed.weight, run.module.lm_head.weight):
         line = weight[[vocab[str(n)] for n in range(200)], :dims].detach().double()

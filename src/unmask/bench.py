@@ -9,7 +9,7 @@ is the baseline's generation time over the method's, both from this run's record
 By default the bench decodes the full canvas (`generation.stop_until_eos=false`): every method
 denoises all `gen_length` positions, EOS padding included, which is how the papers measure
 speedups. With `generation.stop_until_eos=true` a sequence stops once its answer is complete.
-The bench process keeps freed memory (`engine.allocator.keep_freed_memory`), so no method's
+The bench process keeps freed memory (`bench_allocator.keep_freed_memory`), so no method's
 steps pay page faults for re-mapped temporaries.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import metrics
+from .bench_allocator import keep_freed_memory
 from .config import (
     RunConfig,
     command_main,
@@ -47,7 +48,7 @@ METHODS: dict[str, list[str]] = {
     "d2cache": ["cache=d2cache"],
     "elastic": ["cache=elastic"],
 }
-OWN_KEYS: dict[str, type] = {"methods": list, "lengths": list, "trace": bool, "trace_methods": list, "threads": int}
+OWN_KEYS: dict[str, Any] = {"methods": list, "lengths": list[int], "trace": bool, "trace_methods": list, "threads": int}
 DEFAULT_LIMIT = 10
 CSV_COLUMNS = (
     "method", "cache", "gen_length", "samples", "accuracy", "tokens_per_second", "speedup", "latency_seconds",
@@ -133,17 +134,11 @@ def with_length(user: list[str], length: int) -> list[str]:
     return [o for o in user if _key(o) != "generation.gen_length"] + [f"generation.gen_length={length}"]
 
 
-def parse_lengths(values: list[str] | None) -> list[int]:
-    out = []
-    for v in values or []:
-        try:
-            n = int(v)
-        except ValueError:
-            raise ValueError(f"lengths={','.join(values)}: {v!r} is not an integer") from None
+def check_lengths(lengths: list[int] | None) -> list[int]:
+    for n in lengths or []:
         if n < 1:
             raise ValueError(f"lengths=: {n} must be >= 1")
-        out.append(n)
-    return out
+    return list(lengths or [])
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -316,8 +311,6 @@ def run_bench(
 
     task, samples = task_samples(first)
     require_model_path(first)
-    from .engine.allocator import keep_freed_memory  # imports torch: not at module level, for --help
-
     kept = keep_freed_memory()  # steady step times: no page faults from re-mapping freed temporaries
     if not samples:
         raise ValueError(f"dataset.name={first.dataset['name']} has no samples")
@@ -409,7 +402,7 @@ def _bench(argv: list[str]) -> int:
     run_bench(
         rest,
         methods=own.get("methods"),
-        lengths=parse_lengths(own.get("lengths")),
+        lengths=check_lengths(own.get("lengths")),
         trace=own.get("trace", True),
         trace_methods=own.get("trace_methods"),
         command="unmask bench " + " ".join(argv),

@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from .parsing import NULL_WORDS, parse_value
+
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("model", "cache", "generation")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 DTYPES = ("float32", "bfloat16")
-NULL_WORDS = ("null", "none")
 
 # Directory names of the published checkpoints under $UNMASK_MODELS_DIR (weights are never downloaded).
 CHECKPOINT_DIRS = {
@@ -99,9 +99,9 @@ def _parse(overrides: list[str]) -> list[tuple[str, Any, str]]:
     return out
 
 
-def split_overrides(overrides: list[str], own: dict[str, type]) -> tuple[dict, list[str]]:
+def split_overrides(overrides: list[str], own: dict[str, Any]) -> tuple[dict, list[str]]:
     """Pull a command's own `key=value` settings (e.g. bench's methods=, serve's port=) out of the
-    overrides, converted to the given types (`list` splits on commas); the rest go to resolve_config."""
+    overrides, read as the given types (`unmask.parsing`); the rest go to resolve_config."""
     mine: dict[str, Any] = {}
     rest: list[str] = []
     for item in overrides:
@@ -111,21 +111,8 @@ def split_overrides(overrides: list[str], own: dict[str, type]) -> tuple[dict, l
             continue
         if key in mine:
             raise ValueError(f"'{key}' is set more than once on the command line")
-        mine[key] = _convert_own(key, raw, own[key])
+        mine[key] = parse_value(key, raw, own[key])
     return mine, rest
-
-
-def _convert_own(key: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return raw.lower() in ("true", "1")
-        if kind is list:
-            return [part for part in raw.split(",") if part]
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
 
 
 # -- Hydra composition ------------------------------------------------------------------------
@@ -189,41 +176,6 @@ def _assign(cfg: dict, key: str, value: Any) -> None:
 # -- value checks -----------------------------------------------------------------------------
 
 
-def _check_type(key: str, value: Any, kind: Any) -> Any:
-    """Check (and widen int -> float) one value against a type annotation; error names the key."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(key, value, option)
-            except ValueError:
-                pass
-        names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-        raise ValueError(f"{key}={value!r} must be {names}")
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:
-        return value
-    raise ValueError(f"{key}={value!r} must be {'null' if kind is type(None) else kind.__name__}")
-
-
 def _choice(key: str, value: Any, valid: list[str] | tuple[str, ...]) -> str:
     if value not in valid:
         raise ValueError(f"{key}={value!r}; valid choices: {list(valid)}")
@@ -249,7 +201,7 @@ MODEL_TYPES: dict[str, Any] = {
 
 
 def _typed(section: str, values: dict, schema: dict[str, Any]) -> dict:
-    return {k: _check_type(f"{section}{k}", values[k], schema[k]) for k in schema}
+    return {k: parse_value(f"{section}{k}", values[k], schema[k]) for k in schema}
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -345,7 +297,7 @@ def load_model(cfg: RunConfig, device: str | None = None):
 
 
 def _resolve_cache(raw: dict | None, explicit: set[str], task_name: str) -> tuple[dict | None, type | None]:
-    from .caches.base import registry, resolve_cache
+    from .caches.registry import registry, resolve_cache
 
     if raw is None:
         return None, None
@@ -390,22 +342,20 @@ def _resolve_generation(
         for key, value in cache_cls.default_options(settings, model["family"] or "llada").items():
             derive(key, value)
     hints = _generation_types()
-    gen = {k: _check_type(f"generation.{k}", gen[k], hints[k]) for k in GenerationOptions.names()}
+    gen = {k: parse_value(f"generation.{k}", gen[k], hints[k]) for k in GenerationOptions.names()}
     if gen["threshold"] is None and gen["factor"] is None:
         derive("steps", gen["gen_length"])
     return gen
 
 
 def _check_generation(gen: dict, family: str | None, cache_cls: type | None, cache: dict | None) -> None:
-    """Run the same checks unmask.generate runs, on a stand-in for the model (no weights)."""
+    """Run the same checks unmask.generate runs (the options', then the cache method's); no model needed."""
     from .options import GenerationOptions
 
     fam = family or "llada"
     opts = GenerationOptions.build(fam, **gen)
     if cache_cls is not None:
-        settings = {k: v for k, v in cache.items() if k != "name"}
-        stand_in = types.SimpleNamespace(cfg=types.SimpleNamespace(shift_logits=fam == "dream", num_layers=1))
-        cache_cls(settings, stand_in, opts, None)
+        cache_cls.validate({k: v for k, v in cache.items() if k != "name"}, opts, fam)
 
 
 # -- the entry point ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .caches.base import resolve_cache
+from .caches.registry import resolve_cache
 from .decoding.stops import first_stop
 from .engine.loop import DenoisingLoop, StepTrace
 from .models.model import LoadedModel
@@ -119,6 +119,7 @@ def generate(
     policy_cls, settings = resolve_cache(cache)
     options = {**policy_cls.default_options(settings, model.cfg.family), **options}
     opts = GenerationOptions.build(model.cfg.family, **options)
+    policy_cls.validate(settings, opts, model.cfg.family)
     if (prompts is None) == (input_ids is None):
         raise ValueError("pass exactly one of prompts=[...] or input_ids=[[...], ...]")
     if isinstance(prompts, str):

@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .models.checkpoint import save_llada_checkpoint
-from .models.config import ModelConfig
+from .models.model_config import ModelConfig
 from .models.families import LLADA_CHAT
 from .models.model import DiffusionLM
+from .parsing import parse_value
 from .tasks import arith
 from .tasks.tokenizer_build import build_tokenizer
 
@@ -194,7 +196,7 @@ def init_number_rows(module: DiffusionLM, vocab: dict[str, int], std: float) -> 
 # -- data ---------------------------------------------------------------------------------
 
 
-class Batcher:
+class SFTCollator:
     """Turns problems into (input ids, attention mask, response mask) with left-padded prompts.
 
     The response is the answer, `<|eot_id|>`, then `<|endoftext|>` up to `response_length`
@@ -305,7 +307,7 @@ class Run:
     schedule: Schedule
     stream: arith.ProblemStream
     gen: torch.Generator
-    batcher: Batcher
+    collator: SFTCollator
     ids: dict[str, int]
     checkpoint_cfg: dict
 
@@ -423,7 +425,7 @@ def build_run(cfg: TrainConfig) -> tuple[Run, bool]:
         schedule=Schedule(cfg),
         stream=arith.ProblemStream(cfg.seed, copy_fraction=cfg.copy_fraction, drill_fraction=cfg.drill_fraction),
         gen=torch.Generator().manual_seed(cfg.seed),
-        batcher=Batcher(tokenizer, ids, cfg.response_length),
+        collator=SFTCollator(tokenizer, ids, cfg.response_length),
         ids=ids,
         checkpoint_cfg=checkpoint_config(cfg, vocab, embedding, ids),
     )
@@ -436,7 +438,7 @@ def train_step(run: Run) -> tuple[float, int]:
     """One optimizer step on a fresh batch; returns (loss, tokens in the batch)."""
     cfg, module = run.cfg, run.module
     full = bool(torch.rand(1, generator=run.gen) < cfg.full_length_fraction)
-    batch = run.batcher([next(run.stream) for _ in range(cfg.batch_size)], full=full)
+    batch = run.collator([next(run.stream) for _ in range(cfg.batch_size)], full=full)
     for group in run.optimizer.param_groups:
         group["lr"] = run.schedule.lr()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -505,24 +507,18 @@ def train(config: TrainConfig | dict) -> dict[str, Any]:
 
 
 def parse_overrides(argv: list[str]) -> TrainConfig:
-    """`key=value` arguments onto TrainConfig, converting each value to the field's type."""
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    """`key=value` arguments onto TrainConfig, each read as its field's type (`unmask.parsing`)."""
+    types = typing.get_type_hints(TrainConfig)
     values: dict[str, Any] = {}
     for arg in argv:
         key, sep, raw = arg.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
         if not sep or key not in types:
             raise SystemExit(f"unmask train: bad argument {arg!r}; expected key=value with key one of {sorted(types)}")
-        kind = types[key]
         try:
-            if kind == "bool":
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                values[key] = raw.lower() in ("true", "1", "yes")
-            else:
-                values[key] = {"int": int, "float": float, "str": str}[kind](raw)
-        except ValueError:
-            raise SystemExit(f"unmask train: {key}={raw!r} is not a valid {kind}") from None
+            values[key] = parse_value(key, raw, types[key])
+        except ValueError as exc:
+            raise SystemExit(f"unmask train: {exc}") from None
     return TrainConfig(**values)
 
 

@@ -64,8 +64,9 @@ class D2Cache(CachePolicy):
         # d2Cache decodes without fixed blocks, guided by the certainty prior.
         return {"block_length": None, "sigma": 10.0}
 
-    def __init__(self, settings, module, options, special):
-        super().__init__(settings, module, options, special)
+    @classmethod
+    def validate(cls, settings, options, family: str) -> None:
+        super().validate(settings, options, family)
         if not 0 < settings["rollout_p"] <= 1:
             raise ValueError(f"cache.rollout_p={settings['rollout_p']} must be in (0, 1]")
         if settings["current_k"] < 1:
@@ -74,6 +75,9 @@ class D2Cache(CachePolicy):
             raise ValueError(f"cache.sigma={settings['sigma']} must be > 0")
         if settings["inflate_w"] < 0:
             raise ValueError(f"cache.inflate_w={settings['inflate_w']} must be >= 0 (0 disables)")
+
+    def __init__(self, settings, module, options, special):
+        super().__init__(settings, module, options, special)
         self.conf: Tensor | None = None  # [B, T] cached confidence of every mask
         self.importance: Tensor | None = None  # [B, T] rollout importance from the last step
         self.decoded: Tensor | None = None  # [B, T] positions committed by the last step

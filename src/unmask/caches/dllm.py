@@ -4,13 +4,14 @@ Step counter s starts at 0 for every generation. A prompt refresh (s % kp == 0) 
 every row: prompt rows attend to the response, so their K/V need the whole canvas. A response
 refresh (s % kr == 0) recomputes response rows against the cached prompt K/V. Other steps
 recompute only the `int(rou * R)` response rows whose value vectors drifted most (see
-`engine/branch_forward.py`).
+`dllm_forward.py`: the method owns its forward, its plan type and its branch-output store).
 """
 
 from __future__ import annotations
 
-from ..engine import StepPlan
+from ..engine import CanvasState, StepOutput
 from .base import CachePolicy
+from .dllm_forward import BranchPlan, BranchStore, run_branch_plan
 
 
 class DLLMCache(CachePolicy):
@@ -25,10 +26,14 @@ class DLLMCache(CachePolicy):
         "humaneval": {"kp": 25, "kr": 5},
         "humaneval_instruct": {"kp": 25, "kr": 5},
     }
-    needs_branches = True
 
     def __init__(self, settings, module, options, special):
         super().__init__(settings, module, options, special)
+        self.branches: BranchStore | None = None  # allocated at the first step, for the request's canvas
+
+    @classmethod
+    def validate(cls, settings, options, family: str) -> None:
+        super().validate(settings, options, family)
         if settings["kp"] < 1 or settings["kr"] < 1:
             raise ValueError(f"cache.kp={settings['kp']} and cache.kr={settings['kr']} must be >= 1")
         if not 0 <= settings["rou"] <= 1:
@@ -49,10 +54,15 @@ class DLLMCache(CachePolicy):
         return "adaptive"
 
     def plan(self, state, ctx):
-        return StepPlan(
-            rows=state.all_rows(),  # the branch forward picks its own rows per layer
+        return BranchPlan(
             logit_positions=self.block_rows(state, ctx),
-            branch_mode=self.mode(ctx.step),
-            branch_start=ctx.gen_start - self.shift,
-            adaptive_ratio=self.settings["rou"],
+            mode=self.mode(ctx.step),
+            start=ctx.gen_start - self.shift,
+            ratio=self.settings["rou"],
         )
+
+    def forward(self, state: CanvasState, plan: BranchPlan) -> StepOutput:
+        if self.branches is None:
+            shape = (state.batch, state.length, self.module.cfg.hidden_size)
+            self.branches = BranchStore(self.module.cfg.num_layers, shape, self.module.embed.weight.dtype, state.canvas.device)
+        return run_branch_plan(self.module, state, plan, self.branches)

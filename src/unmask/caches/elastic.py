@@ -67,8 +67,9 @@ class ElasticCache(CachePolicy):
         # Elastic-Cache decodes a sliding window with the threshold rule, without fixed blocks.
         return {"threshold": settings["tau"], "block_length": None}
 
-    def __init__(self, settings, module, options, special):
-        super().__init__(settings, module, options, special)
+    @classmethod
+    def validate(cls, settings, options, family: str) -> None:
+        super().validate(settings, options, family)
         if not 0 <= settings["gamma"] <= 1:
             raise ValueError(f"cache.gamma={settings['gamma']} must be in [0, 1]")
         if settings["window"] < 0 or settings["track_num"] < 1:
@@ -83,6 +84,9 @@ class ElasticCache(CachePolicy):
                 f"generation.threshold={options.threshold} conflicts with cache.tau={settings['tau']}: "
                 "Elastic-Cache's tau is the decoding threshold; set only cache.tau"
             )
+
+    def __init__(self, settings, module, options, special):
+        super().__init__(settings, module, options, special)
         self.suppress_mask_logit = settings["suppress_mask"]
         self.window = settings["window"] or (32 if module.cfg.shift_logits else 16)
         self.picks: list[Tensor | None] = [None] * module.cfg.num_layers  # [B, k] tracked keys per layer

@@ -30,11 +30,12 @@ class PrefixCache(CachePolicy):
         # pass it explicitly; the seed framework's config leaves it null), not the hub's 50.
         return {"top_k": 0} if family == "dream" else {}
 
-    def __init__(self, settings, module, options, special):
-        super().__init__(settings, module, options, special)
+    @classmethod
+    def validate(cls, settings, options, family: str) -> None:
+        super().validate(settings, options, family)
         if settings["dream_start"] not in DREAM_STARTS:
             raise ValueError(f"cache.dream_start={settings['dream_start']!r}; valid choices: {list(DREAM_STARTS)}")
-        if settings["dream_start"] != "commit" and not self.shift:
+        if settings["dream_start"] != "commit" and family != "dream":
             raise ValueError("cache.dream_start applies to Dream (shifted logits) only; leave it unset for this model")
 
     def commits_first_mask(self, ctx: StepContext) -> bool:

@@ -19,7 +19,7 @@ class StepOutput:
     refreshed_layers: list[float]  # per layer, the fraction of sequences that recomputed every row
 
 
-def _source_positions(module, positions: Tensor) -> Tensor:
+def source_positions(module, positions: Tensor) -> Tensor:
     """Row whose hidden state predicts each position (Dream predicts token i from row i - 1)."""
     return (positions - 1).clamp(min=0) if module.cfg.shift_logits else positions
 
@@ -37,10 +37,6 @@ def _widen(state: CanvasState, rows: Rows, h: Tensor, layer: int, switch: Tensor
 
 def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
     """One (possibly partial) forward. Rows not in the plan keep their cached K/V."""
-    if plan.branch_mode is not None:
-        from .branch_forward import run_branch_plan
-
-        return run_branch_plan(module, state, plan)
     t, b = state.length, state.batch
     rows = plan.rows
     h = module.embed(rows.gather(state.canvas))
@@ -91,5 +87,5 @@ def _pick(module, h: Tensor, rows: Rows, logit_positions: Rows) -> Tensor:
         start, end = logit_positions.span[0] - shift, logit_positions.span[1] - shift
         if start >= rows.span[0] and end <= rows.span[1]:
             return h[:, start - rows.span[0] : end - rows.span[0]]
-    source = _source_positions(module, logit_positions.index)
+    source = source_positions(module, logit_positions.index)
     return torch.gather(h, 1, rows.locate(source).unsqueeze(-1).expand(-1, -1, h.shape[-1]))

@@ -34,16 +34,10 @@ class LayerKV:
 class CanvasStore:
     """Everything a request caches: K/V per layer, plus the extra stores some methods ask for."""
 
-    def __init__(
-        self, cfg, batch: int, length: int, dtype, device, *, layer_inputs: bool = False, branches: bool = False,
-        queries: bool = False,
-    ):
+    def __init__(self, cfg, batch: int, length: int, dtype, device, *, layer_inputs: bool = False, queries: bool = False):
         query_heads = cfg.num_heads if queries else 0
         make = lambda: LayerKV(batch, cfg.num_kv_heads, length, cfg.head_dim, dtype, device, query_heads)  # noqa: E731
         self.kv = [make() for _ in range(cfg.num_layers)]
         shape = (batch, length, cfg.hidden_size)
         # Elastic-Cache: the input hidden states of every layer, to refresh deeper layers from.
         self.inputs = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)] if layer_inputs else None
-        # dLLM-Cache: attention-branch and FFN-branch outputs, reused for rows not recomputed.
-        self.attn_out = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)] if branches else None
-        self.ffn_out = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)] if branches else None

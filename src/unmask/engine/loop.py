@@ -65,7 +65,7 @@ class DenoisingLoop:
         self.confidence_dtype = policy_cls.confidence_dtype(opts) if auto else opts.confidence_dtype
         self.state = make_state(
             self.module, canvas, valid,
-            layer_inputs=policy_cls.needs_layer_inputs, branches=policy_cls.needs_branches,
+            layer_inputs=policy_cls.needs_layer_inputs,
             queries=policy_cls.needs_queries,
         )
         self.state.pending = valid & (canvas == self.special.mask)
@@ -85,7 +85,7 @@ class DenoisingLoop:
     # -- scoring ---------------------------------------------------------------
     def _forward(self, plan: StepPlan) -> tuple[StepOutput, Tensor]:
         """Run the plan; return the engine output and the logits after guidance and EOS/mask rules."""
-        out = run_plan(self.module, self.state, plan)
+        out = self.policy.forward(self.state, plan)
         logits = out.logits
         if self.opts.cfg_scale > 0:
             logits = self._guided(logits, plan)

@@ -1,6 +1,9 @@
 """A step's context and plan: what the loop knows at a step's start, and what the step computes.
 
-Policies read the context and write plans; the engine executes them."""
+Policies read the context and write plans; the engine executes them. A method whose forward is not
+a row selection (dLLM-Cache's branch reuse) has its own plan type and forward (`CachePolicy.forward`);
+the loop reads only `logit_positions` from a plan.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +40,3 @@ class StepPlan:
     prob_positions: Tensor | None = None  # [B, P] canvas positions whose attention probabilities are needed
     layer_hook: LayerHook | None = None
     refresh_next: bool = False  # a layer_hook trigger refreshes from the next layer, not the triggering one
-    branch_mode: str | None = None  # dLLM-Cache: "full" | "response" | "adaptive"
-    branch_start: int = 0  # dLLM-Cache: first response row
-    adaptive_ratio: float = 0.0  # dLLM-Cache: rou

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import SpecialTokens
+from .model_config import SpecialTokens
 from .families import FAMILIES, Family, checkpoint_name, detect_family
 from .model import DiffusionLM, LoadedModel
 from .tokenizer import Tokenizer

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 
 LLADA_CHAT = (
     "<|startoftext|><|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"

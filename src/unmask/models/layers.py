@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 
 
 class KVSlot(Protocol):

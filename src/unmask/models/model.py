@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import ModelConfig, SpecialTokens
+from .model_config import ModelConfig, SpecialTokens
 from .layers import DecoderLayer, RMSNorm, RotaryTable
 
 

@@ -71,11 +71,11 @@ def _serve(argv: list[str]) -> int:
     import uvicorn
 
     from .app import create_app
-    from .batcher import Batcher
+    from .batcher import RequestBatcher
     from .prepare import ServeSettings
 
     serve_settings = ServeSettings(model, overrides, cfg)
-    batcher = Batcher(
+    batcher = RequestBatcher(
         model,
         max_batch=settings["max_batch"],
         max_queue=settings["max_queue"],

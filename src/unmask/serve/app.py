@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .answer import PrefixText, final_answer
-from .batcher import Batcher, Job, Outcome, QueueFull
+from .batcher import Job, Outcome, QueueFull, RequestBatcher
 from .prepare import Prepared, ServeSettings, prepare
 from .schemas import APIError, ChatRequest, CompletionRequest, decode_body, parse
 from .streaming import DONE, JobEvents, Responder, sse
@@ -81,7 +81,7 @@ async def _disconnected(http: Request) -> None:
         pass
 
 
-def create_app(settings: ServeSettings, batcher: Batcher) -> FastAPI:
+def create_app(settings: ServeSettings, batcher: RequestBatcher) -> FastAPI:
     """The app; the batcher's workers run for the app's lifetime."""
 
     @asynccontextmanager

@@ -54,7 +54,7 @@ class Job:
     on_done: Callable[[Outcome | BaseException], None]
     on_prefix: Callable[[list[int]], None] | None = None  # the committed prefix as it grows (streaming)
     submitted: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False  # set once, by Batcher.cancel; read by the worker at every step
+    cancelled: bool = False  # set once, by RequestBatcher.cancel; read by the worker at every step
     finished: bool = False  # on_done has been called
 
     @property
@@ -62,7 +62,7 @@ class Job:
         return int(self.options["gen_length"])
 
 
-class Batcher:
+class RequestBatcher:
     """Groups queued jobs into batches (same key, at most `max_batch` jobs and `max_batch_tokens`
     canvas positions: jobs x (longest prompt + gen_length)) and runs them on `workers` threads."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from ..caches.base import resolve_cache
+from ..caches.registry import resolve_cache
 from ..config import RunConfig, resolve_config
 from ..models.model import LoadedModel
 from ..models.tokenizer import encode_prompts
@@ -235,7 +235,7 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
     try:
         opts = GenerationOptions.build(model.cfg.family, **options)
         policy_cls, cache_settings = resolve_cache(cache)
-        policy_cls(cache_settings, model.module, opts, model.special)  # its own checks (e.g. elastic's tau)
+        policy_cls.validate(cache_settings, opts, model.cfg.family)  # its own checks (e.g. elastic's tau)
     except (ValueError, TypeError) as exc:
         raise APIError(400, str(exc), param="unmask") from None
 

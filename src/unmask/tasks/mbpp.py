@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import code_extract, data, sandbox
+from . import code_extract, loading, sandbox
 from .base import Sample, Score, Task
 from .prompting import check_n_shot, cut_at_stops
 
-HUB = data.HubDataset("google-research-datasets/mbpp", "full")
+HUB = loading.HubDataset("google-research-datasets/mbpp", "full")
 FIELDS = "task_id, text (or prompt), code, test_list; optional test_setup_code, test_imports"
 SHOT_IDS = (2, 3, 4)
 SPLIT_IDS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601), "train": range(601, 975)}
@@ -29,14 +29,14 @@ def format_task(text: str, tests: list[str]) -> str:
 
 
 def _normalize(row: dict, where: str) -> dict:
-    tests = data.field(row, ("test_list", "tests"), where)
+    tests = loading.field(row, ("test_list", "tests"), where)
     if isinstance(tests, str):
         tests = [tests]
     imports = row.get("test_imports") or []  # the sanitized config's imports the tests need
     setup = "\n".join([str(row.get("test_setup_code") or ""), *map(str, imports)]).strip()
     return {
-        "task_id": int(data.field(row, ("task_id",), where)),
-        "text": str(data.field(row, ("text", "prompt"), where)),
+        "task_id": int(loading.field(row, ("task_id",), where)),
+        "text": str(loading.field(row, ("text", "prompt"), where)),
         "code": str(row.get("code") or "").replace("\r\n", "\n"),
         "tests": [str(t) for t in tests],
         "setup": setup.replace("\r\n", "\n"),
@@ -58,7 +58,7 @@ class MBPPTask(Task):
         check_n_shot(self.name, self.n_shot, len(SHOT_IDS))
 
     def _rows(self, split: str, evaluated: bool) -> list[dict]:
-        raw = data.load_split(self.name, HUB, self.path, split, FIELDS, evaluated=evaluated)
+        raw = loading.load_split(self.name, HUB, self.path, split, FIELDS, evaluated=evaluated)
         return [_normalize(r, f"{self.name} {split} row {i}") for i, r in enumerate(raw)]
 
     def _eval_rows(self, split: str) -> tuple[list[dict], list[dict]]:
@@ -73,7 +73,7 @@ class MBPPTask(Task):
             if split not in SPLIT_IDS:
                 raise ValueError(f"{self.name}: dataset.split must be one of {', '.join(SPLIT_IDS)}, got {split!r}")
             return [r for r in rows if r["task_id"] in SPLIT_IDS[split]], rows
-        data.check_file_split(self.path, self.split)
+        loading.check_file_split(self.path, self.split)
         return rows, rows
 
     def _shots(self, pool: list[dict]) -> list[dict]:
@@ -85,7 +85,7 @@ class MBPPTask(Task):
             by_id.update({r["task_id"]: r for r in self._rows("prompt", evaluated=False)})
         missing = [i for i in wanted if i not in by_id]
         if missing:
-            raise data.DatasetUnavailable(f"{self.name}: few-shot task ids {missing} are not in the prompt split")
+            raise loading.DatasetUnavailable(f"{self.name}: few-shot task ids {missing} are not in the prompt split")
         return [by_id[i] for i in wanted]
 
     def load(self) -> list[Sample]:

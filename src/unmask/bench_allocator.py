@@ -5,8 +5,9 @@ hundreds of KiB to MiB each). glibc's malloc returns such blocks to the OS (mmap
 free, the heap top past its trim threshold), and the next step faults the pages in again; on a
 virtual machine that made the same decode 10-40% slower from one process to the next. Raising
 both thresholds makes freed blocks stay reusable: steady, faster steps, at the cost of the
-process keeping its peak memory. Opt-in (a process-wide setting): `unmask bench` and the
-speed scripts call it; library users may too, before loading a model.
+process keeping its peak memory. Opt-in and process-wide, so it lives on the benchmark side,
+not in the engine: `unmask bench` and the speed scripts (benchmarks/) call it; library users
+may too, before loading a model.
 """
 
 from __future__ import annotations

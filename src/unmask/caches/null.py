@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import CachePolicy
 
 
-class NoCache(CachePolicy):
+class NullCache(CachePolicy):
     name = "null"
 
     @classmethod
@@ -13,7 +13,8 @@ class NoCache(CachePolicy):
         # LLaDA's generate.py takes the softmax in the logits' dtype; Fast-dLLM's parallel loop in float64.
         return "float64" if options.parallel else "logits"
 
-    def check_options(self, options) -> None:
+    @classmethod
+    def validate(cls, settings, options, family: str) -> None:
         pass  # the baseline supports every decoding option, classifier-free guidance included
 
     def plan(self, state, ctx):
