@@ -1,7 +1,6 @@
 """Baseline denoising: schedule, determinism, batching, validation errors."""
 
 import pytest
-import torch
 
 import unmask
 

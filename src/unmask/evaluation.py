@@ -19,7 +19,6 @@ from . import metrics, records
 from .config import RunConfig, command_main, load_model, require_model_path, resolve_config, resolve_device
 from .tasks.base import Sample, Task
 from .tasks.prompting import cut_at_stops
-from .tasks.sandbox import ENV_OPT_IN as CODE_ENV  # UNMASK_ALLOW_CODE_EXECUTION
 
 USAGE = """usage: unmask eval [key=value ...]   (also: python eval.py ..., accelerate launch eval.py ...)
 
