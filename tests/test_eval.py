@@ -16,6 +16,7 @@ from unmask import evaluation, metrics, records
 from unmask.config import resolve_config
 from unmask.tasks.arith_task import ArithTask
 from unmask.tasks.registry import TASKS
+from unmask.tasks.sandbox import ENV_OPT_IN
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["generation.gen_length=32", "model.device=cpu"]
@@ -56,7 +57,7 @@ def fake_tasks(monkeypatch):
     monkeypatch.setitem(TASKS, InterruptingArith.name, InterruptingArith)
     monkeypatch.setitem(TASKS, CodeArith.name, CodeArith)
     monkeypatch.setattr(InterruptingArith, "budget", None)
-    monkeypatch.delenv(evaluation.CODE_ENV, raising=False)
+    monkeypatch.delenv(ENV_OPT_IN, raising=False)
 
 
 def run(overrides: list[str]) -> dict:
