@@ -377,7 +377,7 @@ def test_code_execution_needs_an_opt_in(fake_tasks, monkeypatch, capsys, tmp_pat
     assert "allow_code_execution=true" in err and "UNMASK_ALLOW_CODE_EXECUTION=1" in err
     assert not out.exists()
     assert evaluation.main(base + ["allow_code_execution=true"]) == 0
-    monkeypatch.setenv(evaluation.CODE_ENV, "1")
+    monkeypatch.setenv(ENV_OPT_IN, "1")
     assert evaluation.main(base) == 0  # resumes (allow_code_execution is result-neutral)
     assert len(lines(out / "samples.jsonl")) == 1
 
