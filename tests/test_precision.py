@@ -98,3 +98,24 @@ def test_dllm_cache_commits_in_its_official_order(tiny):
             )
             assert result.token_ids[0] == expected["tokens"]
             assert _order(result) == expected["order"], run["cache"]
+
+
+def test_confidence_eos_eot_inf_hides_the_stop_logits_as_llada_does(tiny):
+    """LLaDA's option sets the stop logits to -inf before the confidence softmax (EoT always, EOS too at
+    temperature 0): stop candidates score 0 and every other confidence renormalises without their mass."""
+    record = RECORD["confidence_eos_eot_inf"]
+    for run in record["runs"]:
+        for case, expected in zip(RECORD["cases"], run["results"]):
+            result = unmask.generate(
+                tiny, input_ids=[case["prompt_ids"]], trace=True, confidence_eos_eot_inf=True, **run["settings"]
+            )
+            assert result.token_ids[0] == expected["tokens"]
+            assert _order(result) == expected["order"]
+
+
+def test_hidden_ids_score_zero_and_the_rest_renormalise():
+    logits = torch.log(torch.tensor([[[0.5, 0.1, 0.4], [0.2, 0.7, 0.1]]], dtype=torch.float64))
+    x0, conf = llada_candidates(logits, 0.0, "low_confidence", None, "float64", hidden_ids=(0,))
+    assert x0.tolist() == [[0, 1]]  # x0 is chosen before the stop logit is hidden
+    assert conf[0, 0] == 0.0
+    assert conf[0, 1].item() == pytest.approx(0.7 / 0.8)

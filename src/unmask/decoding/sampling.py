@@ -14,14 +14,20 @@ CONFIDENCE_DTYPES = ("auto", "logits", "float32", "float64")
 
 
 def llada_candidates(
-    logits: Tensor, temperature: float, alg: str, generator: torch.Generator | None, precision: str = "float64"
+    logits: Tensor,
+    temperature: float,
+    alg: str,
+    generator: torch.Generator | None,
+    precision: str = "float64",
+    hidden_ids: tuple[int, ...] = (),
 ) -> tuple[Tensor, Tensor]:
     """x0 = argmax of Gumbel-perturbed logits (float64); confidence = softmax prob of x0, or uniform for `random`.
 
     `precision` is the dtype of the softmax: "logits" (the logits' own dtype, as LLaDA's and
     dLLM-Cache's loops do: near-certain tokens tie at exactly 1.0 and the top-k order decides),
     "float32" or "float64" (Fast-dLLM's loops). Confidences come back as float64 either way; the
-    widening is exact, so ties stay ties.
+    widening is exact, so ties stay ties. `hidden_ids` get a -inf logit in the softmax only, after
+    x0 is chosen (LLaDA's confidence_eos_eot_inf): their candidates score 0, the others renormalise.
     """
     logits64 = logits.double()  # exact for any float dtype, so the argmax is unchanged (and bf16 argmax is slow)
     if temperature > 0:
@@ -33,6 +39,9 @@ def llada_candidates(
         conf = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=generator)
     else:
         source = {"logits": logits, "float32": logits.float(), "float64": logits64}[precision]
+        if hidden_ids:
+            source = source.clone()
+            source[..., list(hidden_ids)] = float("-inf")
         probs = torch.softmax(source, dim=-1)
         conf = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1).double()
     return x0, conf

@@ -111,13 +111,22 @@ class DenoisingLoop:
         """Each logit position's candidate token and its confidence (the EOS/EOT option applied)."""
         o = self.opts
         if o.alg in LLADA_ALGS:
-            x0, conf = llada_candidates(logits, o.temperature, o.alg, self.generator, self.confidence_dtype)
-        else:
-            x0, conf = dream_candidates(logits, o.temperature, o.top_p, o.top_k, o.alg, self.generator)
+            hidden = self._hidden_stop_ids() if o.confidence_eos_eot_inf else ()
+            return llada_candidates(logits, o.temperature, o.alg, self.generator, self.confidence_dtype, hidden)
+        x0, conf = dream_candidates(logits, o.temperature, o.top_p, o.top_k, o.alg, self.generator)
         if o.confidence_eos_eot_inf:
             for sid in self.special.stop_ids:
                 conf = conf.masked_fill(x0 == sid, float("-inf"))
         return x0, conf
+
+    def _hidden_stop_ids(self) -> tuple[int, ...]:
+        """LLaDA's generate.py sets the EoT logit to -inf before its confidence softmax and the EOS one in
+        the Gumbel-noised logits, which at temperature 0 are the same tensor: then both are hidden."""
+        sp = self.special
+        ids = [] if sp.eot is None else [sp.eot]
+        if self.opts.temperature == 0:
+            ids.append(sp.eos)
+        return tuple(ids)
 
     def _count_forward(self) -> None:
         for i, active in enumerate(self.active.tolist()):  # one device read, not one per sequence
