@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-import torch
 from conftest import make_checkpoint
 
 import unmask
@@ -15,15 +14,7 @@ from unmask.engine_bench import full_forward
 from unmask.profiling import arith_prompt_ids, count_flops
 
 LAYERS, HIDDEN, FFN, VOCAB = 2, 32, 64, 64
-FAST = ["mode=engine", "model.dtype=float32", "generation.gen_length=32", "repeat=1", "runs=1", "threads=1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    """`threads=` sets torch's process-wide thread count; put it back for the other test files."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+FAST = ["mode=engine", "model.dtype=float32", "generation.gen_length=32", "repeat=1", "runs=1"]  # no threads=: process-wide
 
 
 @pytest.fixture(scope="module")
