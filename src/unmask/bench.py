@@ -18,13 +18,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from . import metrics
 from .bench_allocator import keep_freed_memory
+from .machine_info import machine
 from .config import (
     RunConfig,
     command_main,
@@ -201,23 +201,6 @@ def summary_rows(records: dict[str, list[dict]], cfgs: dict[str, RunConfig]) -> 
             "speedup": speedup,
         })
     return rows
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 # -- output ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 
 from .engine import Rows, StepPlan, make_state, run_plan
 from .generate import generate
+from .machine_info import machine
 from .profiling import (
     arith_prompt_ids,
     best_seconds,
@@ -157,7 +158,6 @@ def run_engine_bench(
 ) -> dict[str, Any]:
     """Both measurements for model.dtype (both float32 and bfloat16 when it is not given); prints the
     tables, writes the files and returns what engine.json holds."""
-    from .bench import machine
     from .config import load_model, resolve_config
 
     check_overrides(user)
