@@ -19,7 +19,7 @@ import time
 import torch
 
 import unmask
-from _profiling import prepare_machine
+from unmask.profiling import prepare_machine
 
 METHODS = {
     "baseline": (None, {}),

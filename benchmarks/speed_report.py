@@ -2,8 +2,8 @@
 
     python benchmarks/speed_report.py --out outputs/speed [--samples 100] [--sweep-samples 20] [--lengths 64,128,256,416]
 
-1. full-forward throughput vs the machine's matmul throughput (forward_throughput.py), per dtype;
-2. a cached 32-row DualCache step vs its matmul time (step_overhead.py), per dtype;
+1. full-forward throughput vs the machine's matmul throughput (`unmask bench mode=engine`), per dtype;
+2. a cached 32-row DualCache step vs its matmul time (the same command), per dtype;
 3. `unmask bench` (all methods, paper defaults, full canvas) on the bundled task, per dtype: the
    main table at gen_length 256 on --samples samples, then a speedup-vs-length sweep on the first
    --sweep-samples samples; tables, CSV/JSON and plots under --out.
@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import forward_throughput
-import step_overhead
-from _profiling import prepare_machine
 from unmask import bench
+from unmask.engine_bench import run_engine_bench
+from unmask.profiling import prepare_machine
 
 
 def main() -> None:
@@ -43,14 +42,15 @@ def main() -> None:
     started = time.time()
     command = "python benchmarks/speed_report.py " + " ".join(sys.argv[1:])
 
-    forward = forward_throughput.measure(args.model, dtypes, args.gen_length)
-    steps = step_overhead.measure(args.model, dtypes, args.gen_length)
-    benches, sweeps = {}, {}
+    benches, sweeps, forward, steps = {}, {}, [], []
     methods = args.methods.split(",")
     for dtype in dtypes:
         user = [f"model.dtype={dtype}", f"generation.gen_length={args.gen_length}"]
         if args.model != "tiny":
             user.append(f"model.path={args.model}")
+        engine = run_engine_bench([*user, f"output_dir={out / f'engine-{dtype}'}"])
+        forward += engine["forward"]
+        steps += engine["steps"]
         benches[dtype] = bench.run_bench(
             [*user, f"dataset.limit={args.samples}", f"output_dir={out / f'bench-{dtype}'}"], methods=methods, trace=True
         )

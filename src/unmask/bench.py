@@ -18,13 +18,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from . import metrics
 from .bench_allocator import keep_freed_memory
+from .machine_info import machine
 from .config import (
     RunConfig,
     command_main,
@@ -48,7 +48,15 @@ METHODS: dict[str, list[str]] = {
     "d2cache": ["cache=d2cache"],
     "elastic": ["cache=elastic"],
 }
-OWN_KEYS: dict[str, Any] = {"methods": list, "lengths": list[int], "trace": bool, "trace_methods": list, "threads": int}
+OWN_KEYS: dict[str, Any] = {
+    "mode": str, "methods": list, "lengths": list[int], "trace": bool, "trace_methods": list, "threads": int,
+    "repeat": int, "runs": int, "cprofile": bool,
+}
+# What each mode= runs, and the own keys only that mode reads (threads= is for both).
+MODES: dict[str, tuple[str, ...]] = {
+    "methods": ("methods", "lengths", "trace", "trace_methods"),
+    "engine": ("repeat", "runs", "cprofile"),
+}
 DEFAULT_LIMIT = 10
 CSV_COLUMNS = (
     "method", "cache", "gen_length", "samples", "accuracy", "tokens_per_second", "speedup", "latency_seconds",
@@ -57,6 +65,7 @@ CSV_COLUMNS = (
 )
 USAGE = f"""usage: unmask bench [methods=a,b,...] [lengths=L1,L2,...] [trace=true|false] [trace_methods=a,b] [threads=N]
                     [key=value ...]
+       unmask bench mode=engine [model=M] [model.dtype=D] [threads=N] [repeat=7] [runs=3] [cprofile=true|false]
 
 Runs cache methods side by side on the same samples (interleaved, warm-up first) and writes
 results.csv, results.json, pareto.png, speedup_vs_length.png and trace.png to output_dir.
@@ -67,7 +76,14 @@ results.csv, results.json, pareto.png, speedup_vs_length.png and trace.png to ou
   threads=       torch CPU threads (default: torch's)
 Other overrides as in unmask eval: model=tiny model.dtype=bfloat16 dataset.name=arith dataset.limit=20
 generation.gen_length=256 ... (dataset.limit defaults to {DEFAULT_LIMIT} here). The full canvas is decoded
-(generation.stop_until_eos=false) unless you set generation.stop_until_eos=true."""
+(generation.stop_until_eos=false) unless you set generation.stop_until_eos=true.
+
+mode=engine (default mode=methods: the above) measures the CPU engine instead, per dtype (model.dtype=,
+default both float32 and bfloat16): a full forward's FLOP/s over a 1024^3 matmul's (best of repeat=),
+and a cached 32-row DualCache step's median time over its matmuls replayed alone (runs= generate
+calls); prints both tables and writes forward.csv, step.csv and engine.json to output_dir.
+cprofile=true also prints where the first dtype's cached steps spend their time. It also takes
+generation.gen_length=, generation.block_length=, batch_size= (the forward's batch), output_dir=."""
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -185,23 +201,6 @@ def summary_rows(records: dict[str, list[dict]], cfgs: dict[str, RunConfig]) -> 
             "speedup": speedup,
         })
     return rows
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -391,14 +390,36 @@ def main(argv: list[str] | None = None) -> int:
     return command_main("bench", USAGE, argv, _bench)
 
 
+def check_mode(own: dict[str, Any]) -> str:
+    """The mode= choice, and no own key of the other mode (it would be silently ignored)."""
+    mode = own.get("mode", "methods")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; valid choices: {list(MODES)}")
+    for other, keys in MODES.items():
+        stray = [k for k in keys if k in own and other != mode]
+        if stray:
+            raise ValueError(f"{stray[0]}= belongs to mode={other}, not mode={mode}")
+    return mode
+
+
 def _bench(argv: list[str]) -> int:
     own, rest = split_overrides(argv, OWN_KEYS)
+    mode = check_mode(own)
     if "threads" in own:
         import torch
 
         if own["threads"] < 1:
             raise ValueError(f"threads={own['threads']} must be >= 1")
         torch.set_num_threads(own["threads"])
+    if mode == "engine":
+        from .engine_bench import run_engine_bench
+
+        keep_freed_memory()  # as for mode=methods: steady step times
+        run_engine_bench(
+            rest, repeat=own.get("repeat", 7), runs=own.get("runs", 3), cprofile=own.get("cprofile", False),
+            command="unmask bench " + " ".join(argv),
+        )
+        return 0
     run_bench(
         rest,
         methods=own.get("methods"),

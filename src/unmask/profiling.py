@@ -1,4 +1,4 @@
-"""Profiling helpers shared by the speed scripts: matmul peak, FLOP counts, matmul-only replay, per-step times.
+"""Measuring tools of `unmask bench mode=engine`: matmul peak, FLOP counts, matmul-only replay, per-step times.
 
 The "matrix-multiply time" of a piece of work is measured by recording every matmul-like call it
 makes (linear, mm, bmm, attention) and replaying exactly those shapes alone, on fresh tensors,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import cProfile
 import pstats
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ from typing import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import unmask
-from unmask.bench_allocator import keep_freed_memory
-from unmask.engine.loop import DenoisingLoop
-from unmask.models.tokenizer import encode_prompts
+from .bench_allocator import keep_freed_memory
+from .engine.loop import DenoisingLoop
+from .generate import generate
+from .models.tokenizer import encode_prompts
 
 aten = torch.ops.aten
 
@@ -139,7 +138,7 @@ def _generate_with_step(make_step: Callable, model, prompt_ids: list[list[int]],
     DenoisingLoop._step = make_step(original)
     try:
         for _ in range(runs):
-            unmask.generate(model, input_ids=prompt_ids, cache=cache, **options)
+            generate(model, input_ids=prompt_ids, cache=cache, **options)
     finally:
         DenoisingLoop._step = original
 
@@ -209,24 +208,14 @@ def step_matmuls(model, prompt_ids: list[list[int]], cache, pick: Callable[[obje
 
 def arith_prompt_ids(model, n: int = 1, offset: int = 0) -> list[list[int]]:
     """Token ids of the first bundled arith eval questions, encoded as generate would."""
-    from unmask.tasks import arith
+    from .tasks import arith
 
     questions = [p["question"] for p in arith.eval_split()[offset : offset + n]]
     return encode_prompts(model, questions, chat=True)
 
 
 def prepare_machine(threads: int = 0) -> None:
-    """What unmask bench does before timing: keep freed memory (steady step times), pick threads."""
+    """What unmask bench does before timing: keep freed memory (steady step times), pick threads (0: torch's)."""
     keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
-
-
-def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """Fixed-width text table; columns are (key, header, format spec such as '8.3f')."""
-    widths = [max(len(header), int(re.match(r"\d*", spec).group() or 0)) for _, header, spec in columns]
-    lines = [" ".join(f"{header:>{w}s}" for (_, header, _), w in zip(columns, widths))]
-    for r in rows:
-        lines.append(" ".join(f"{r[key]:>{w}{spec.lstrip('0123456789')}}" if not isinstance(r[key], str)
-                              else f"{r[key]:>{w}s}" for (key, _, spec), w in zip(columns, widths)))
-    return "\n".join(lines)
