@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ from .config import (
     resolve_device,
     split_overrides,
 )
+from .parsing import parse_value
 
 # Each method's paper defaults, as overrides on top of the user's (the user's value wins).
 # Parallel (threshold) decoding where the paper decodes that way: Fast-dLLM (prefix, dual) and
@@ -59,12 +61,13 @@ MODES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_LIMIT = 10
 CSV_COLUMNS = (
-    "method", "cache", "gen_length", "samples", "accuracy", "tokens_per_second", "speedup", "latency_seconds",
+    "method", "cache", "gen_length", "batch_size", "samples", "accuracy", "tokens_per_second", "speedup", "vs_batch1",
+    "latency_seconds",
     "nfe", "tokens_per_forward", "refresh_fraction", "row_fraction", "peak_memory_mb", "answer_tokens",
     "generation_seconds",
 )
-USAGE = f"""usage: unmask bench [methods=a,b,...] [lengths=L1,L2,...] [trace=true|false] [trace_methods=a,b] [threads=N]
-                    [key=value ...]
+USAGE = f"""usage: unmask bench [methods=a,b,...] [lengths=L1,L2,...] [batch_size=B1,B2,...] [trace=true|false]
+                    [trace_methods=a,b] [threads=N] [key=value ...]
        unmask bench mode=engine [model=M] [model.dtype=D] [threads=N] [repeat=7] [runs=3] [cprofile=true|false]
 
 Runs cache methods side by side on the same samples (interleaved, warm-up first) and writes
@@ -72,6 +75,11 @@ results.csv, results.json, pareto.png, speedup_vs_length.png and trace.png to ou
   methods=       {",".join(METHODS)} (default: all, each with its paper defaults);
                  a variant changes settings of one: dllm/cache.kr=2, d2cache/generation.block_length=32
   lengths=       generation lengths for speedup_vs_length.png, one run each (default: generation.gen_length)
+  batch_size=    prompts per generate call (default 1); several (batch_size=1,4,16) run every method at each,
+                 on the same samples, batch sizes taking turns: one row per (method, batch size), speedup
+                 against the baseline at the same batch size, vs_batch1 = tokens/s over the same method's
+                 at the smallest batch size. With lengths= too, every length runs at every batch size;
+                 results.csv holds generation.gen_length's rows, the plots the smallest batch size's.
   trace=         draw trace.png for one sample (default true); trace_methods= the two methods (default: two cache methods)
   threads=       torch CPU threads (default: torch's)
 Other overrides as in unmask eval: model=tiny model.dtype=bfloat16 dataset.name=arith dataset.limit=20
@@ -150,6 +158,28 @@ def with_length(user: list[str], length: int) -> list[str]:
     return [o for o in user if _key(o) != "generation.gen_length"] + [f"generation.gen_length={length}"]
 
 
+def with_batch_size(user: list[str], batch_size: int) -> list[str]:
+    return [o for o in user if _key(o) != "batch_size"] + [f"batch_size={batch_size}"]
+
+
+def split_batch_sizes(user: list[str]) -> tuple[list[int] | None, list[str]]:
+    """`batch_size=1,4,16` out of the overrides, as sorted distinct sizes (None when not given).
+
+    The bench's batch_size= takes a list, where a run config takes one int, so it is read here."""
+    given = [o for o in user if _key(o) == "batch_size"]
+    if not given:
+        return None, user
+    if len(given) > 1:
+        raise ValueError("'batch_size' is set more than once on the command line")
+    sizes = parse_value("batch_size", given[0].split("=", 1)[1], list[int])
+    if not sizes:
+        raise ValueError("batch_size= lists no batch size")
+    for n in sizes:
+        if n < 1:
+            raise ValueError(f"batch_size={n} must be >= 1")
+    return sorted(set(sizes)), [o for o in user if _key(o) != "batch_size"]
+
+
 def check_lengths(lengths: list[int] | None) -> list[int]:
     for n in lengths or []:
         if n < 1:
@@ -165,28 +195,41 @@ def run_interleaved(
     task,
     samples: list,
     cfgs: dict[str, RunConfig],
-    batch_size: int,
+    batch_sizes: list[int],
     on_progress: Callable[[str], None] | None = None,
-) -> dict[str, list[dict]]:
-    """Records per method; per batch of samples every method runs once, in turn (warm-up on the first)."""
+) -> dict[int, dict[str, list[dict]]]:
+    """Records per batch size and method, every one on the same samples.
+
+    Per batch every method runs once, in turn. With several batch sizes the samples go in rounds
+    of lcm(batch_sizes) samples, and in each round every batch size decodes the round's samples:
+    the batch sizes take turns too, and as a round is a multiple of each batch size, each one gets
+    the batches it would get alone. Each (batch size, method) pair warms up before its first batch."""
     import torch
 
     from .evaluation import run_samples
 
-    records: dict[str, list[dict]] = {m: [] for m in cfgs}
-    for i, start in enumerate(range(0, len(samples), batch_size)):
-        chunk = samples[start : start + batch_size]
-        for method, cfg in cfgs.items():
-            if model.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(model.device)
-            records[method] += run_samples(model, task, chunk, cfg.cache, cfg.generation, batch_size, warmup=i == 0)
-            if on_progress is not None:
-                on_progress(method)
+    records: dict[int, dict[str, list[dict]]] = {bs: {m: [] for m in cfgs} for bs in batch_sizes}
+    round_size = math.lcm(*batch_sizes)
+    for round_start in range(0, len(samples), round_size):
+        in_round = samples[round_start : round_start + round_size]
+        for batch_size in batch_sizes:
+            for start in range(0, len(in_round), batch_size):
+                chunk = in_round[start : start + batch_size]
+                first = round_start == 0 and start == 0
+                for method, cfg in cfgs.items():
+                    if model.device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(model.device)
+                    records[batch_size][method] += run_samples(
+                        model, task, chunk, cfg.cache, cfg.generation, batch_size, warmup=first
+                    )
+                    if on_progress is not None:
+                        on_progress(method)
     return records
 
 
-def summary_rows(records: dict[str, list[dict]], cfgs: dict[str, RunConfig]) -> list[dict]:
-    """One row per method: metrics.summarize plus the speedup over the baseline's generation time."""
+def summary_rows(records: dict[str, list[dict]], cfgs: dict[str, RunConfig], batch_size: int) -> list[dict]:
+    """One row per method: metrics.summarize plus the speedup over the baseline's generation time
+    (the baseline at the same batch size)."""
     summaries = {method: metrics.summarize(recs) for method, recs in records.items()}
     base_seconds = summaries["baseline"]["generation_seconds"] if "baseline" in summaries else None
     rows = []
@@ -197,10 +240,20 @@ def summary_rows(records: dict[str, list[dict]], cfgs: dict[str, RunConfig]) -> 
             "method": method,
             "cache": cfgs[method].cache_name + ("-dual" if (cfgs[method].cache or {}).get("use_dual") else ""),
             "gen_length": cfgs[method].generation["gen_length"],
+            "batch_size": batch_size,
             **s,
             "speedup": speedup,
         })
     return rows
+
+
+def add_vs_batch1(rows: list[dict]) -> None:
+    """vs_batch1: a row's tokens/s over the same method's at the smallest batch size (in place)."""
+    smallest = min(r["batch_size"] for r in rows)
+    base = {r["method"]: r["tokens_per_second"] for r in rows if r["batch_size"] == smallest}
+    for r in rows:
+        tps, ref = r["tokens_per_second"], base.get(r["method"])
+        r["vs_batch1"] = tps / ref if tps is not None and ref else None
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -225,11 +278,18 @@ TABLE = (
 )
 
 
-def format_table(rows: list[dict], header: str) -> str:
-    cells = [[h for h, _, _ in TABLE]]
+def table_columns(batch_sizes: list[int]) -> tuple[tuple[str, str, str], ...]:
+    """TABLE, with a batch column and the vs-smallest-batch ratio when several batch sizes ran."""
+    if len(batch_sizes) < 2:
+        return TABLE
+    return (TABLE[0], ("batch", "batch_size", "int"), *TABLE[1:4], (f"vs bs{min(batch_sizes)}", "vs_batch1", "x"), *TABLE[4:])
+
+
+def format_table(rows: list[dict], header: str, columns: tuple[tuple[str, str, str], ...] = TABLE) -> str:
+    cells = [[h for h, _, _ in columns]]
     for r in rows:
-        cells.append([str(r[k]) if kind == "str" else _cell(r.get(k), kind) for _, k, kind in TABLE])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE))]
+        cells.append([str(r[k]) if kind == "str" else _cell(r.get(k), kind) for _, k, kind in columns])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = [header]
     for j, row in enumerate(cells):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
@@ -238,7 +298,7 @@ def format_table(rows: list[dict], header: str) -> str:
     return "\n".join(lines)
 
 
-def header_text(cfg: RunConfig, n: int, info: dict) -> str:
+def header_text(cfg: RunConfig, n: int, info: dict, batch_sizes: list[int] | None = None) -> str:
     gen = cfg.generation
     canvas = (
         "full canvas decoded (stop_until_eos=false, as the papers measure)"
@@ -247,10 +307,11 @@ def header_text(cfg: RunConfig, n: int, info: dict) -> str:
     )
     return (
         f"unmask bench: model={cfg.model['name']} dtype={cfg.model['dtype']} task={cfg.dataset['name']} samples={n} "
-        f"batch_size={cfg.batch_size} gen_length={gen['gen_length']} block_length={gen['block_length']}; {canvas}\n"
+        f"batch_size={','.join(map(str, batch_sizes or [cfg.batch_size]))} gen_length={gen['gen_length']} block_length={gen['block_length']}; {canvas}\n"
         f"machine: {info['cpu']} ({info['cpu_count']} CPUs, torch {info['torch']}, {info['torch_threads']} threads"
         f"{', ' + info['gpu'] if 'gpu' in info else ''}{', freed memory kept' if info.get('keep_freed_memory') else ''}); "
-        "speedup = baseline seconds / method seconds; "
+        "speedup = baseline seconds / method seconds"
+        + (" at the same batch size" if batch_sizes and len(batch_sizes) > 1 else "") + "; "
         + ("peak MB = CUDA max allocated per method" if str(info.get("device", "cpu")).startswith("cuda")
            else "peak MB = process peak RSS (grows over the run, not per method)")
     )
@@ -281,10 +342,14 @@ def run_bench(
     trace_methods: list[str] | None = None,
     show_progress: bool = True,
     command: str | None = None,
+    batch_sizes: list[int] | None = None,
 ) -> dict:
     """Run the bench and write its files; returns what results.json holds.
 
-    `user` are the eval-style overrides; `command` is recorded in results.json as given."""
+    `user` are the eval-style overrides; `command` is recorded in results.json as given.
+    `batch_sizes` (sorted, distinct; default: the run config's batch_size) each run every method
+    at every length; `records` and `configs` are the smallest batch size's, and with several
+    batch sizes `records_by_batch_size` holds them all."""
     import torch
     from tqdm import tqdm
 
@@ -293,9 +358,15 @@ def run_bench(
     from .generate import generate
 
     methods = list(methods or METHODS)
+    command_user = user
+    if batch_sizes is not None:
+        if any(_key(o) == "batch_size" for o in user):
+            raise ValueError("batch_size= is given both as an override and as batch_sizes")
+        user = with_batch_size(user, min(batch_sizes))
     cfgs = resolve_methods(methods, user)
     first = next(iter(cfgs.values()))
     main_length = int(first.generation["gen_length"])
+    batch_sizes = sorted(set(batch_sizes or [first.batch_size]))
     lengths = sorted(set(lengths or [main_length]))
     per_length = {main_length: cfgs}
     for length in lengths:
@@ -322,11 +393,11 @@ def run_bench(
     info = {**machine(), "device": str(model.device), "keep_freed_memory": kept}
     out = Path(first.output_dir or default_output_dir(first))
     out.mkdir(parents=True, exist_ok=True)
-    batches = -(-len(samples) // first.batch_size)
+    batches = sum(-(-len(samples) // bs) for bs in batch_sizes)
     total = batches * len(methods) * len(per_length)
     bar = tqdm(total=total, desc="unmask bench", disable=not show_progress, file=sys.stderr)
 
-    results: dict[int, dict[str, list[dict]]] = {}
+    results: dict[int, dict[int, dict[str, list[dict]]]] = {}  # length -> batch size -> method -> records
     for length in per_length:  # the main length first
         bar.set_description(f"unmask bench gen_length={length}")
 
@@ -334,23 +405,28 @@ def run_bench(
             bar.set_postfix(done=method, refresh=False)
             bar.update(1)
 
-        results[length] = run_interleaved(model, task, samples, per_length[length], first.batch_size, progress)
+        results[length] = run_interleaved(model, task, samples, per_length[length], batch_sizes, progress)
     bar.close()
 
-    by_length = {length: summary_rows(recs, per_length[length]) for length, recs in results.items()}
-    rows = by_length[main_length]
+    smallest = batch_sizes[0]
+    rows = [r for bs in batch_sizes for r in summary_rows(results[main_length][bs], cfgs, bs)]
+    if len(batch_sizes) > 1:
+        add_vs_batch1(rows)
+    first_rows = [r for r in rows if r["batch_size"] == smallest]  # the plots' rows
     speedups = {m: {} for m in methods}
-    for length, length_rows in by_length.items():
-        for r in length_rows:
+    for length, by_batch in results.items():
+        for r in summary_rows(by_batch[smallest], per_length[length], smallest):
             speedups[r["method"]][length] = r["speedup"]
-    header = header_text(first, len(samples), info)
-    table = format_table(rows, header)
+    header = header_text(first, len(samples), info, batch_sizes)
+    table = format_table(rows, header, table_columns(batch_sizes))
     print(table)
 
     write_csv(rows, out / "results.csv")
     label = f"{first.model['name']} {first.model['dtype']}, {first.dataset['name']} x{len(samples)}"
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one color per method in every plot
-    plots.pareto(rows, out / "pareto.png", title=f"accuracy vs tokens/s ({label}, gen_length {main_length})", colors=colors)
+    if len(batch_sizes) > 1:
+        label += f", batch_size {smallest}"
+    plots.pareto(first_rows, out / "pareto.png", title=f"accuracy vs tokens/s ({label}, gen_length {main_length})", colors=colors)
     plots.speedup_vs_length(
         {m: s for m, s in speedups.items() if m != "baseline"}, out / "speedup_vs_length.png",
         title=f"speedup over baseline ({label})", colors=colors,
@@ -367,12 +443,18 @@ def run_bench(
     payload = {
         "header": header,
         "machine": info,
-        "command": command or "unmask bench " + " ".join(_command_parts(methods, lengths, trace, trace_methods, user)),
+        "command": command or "unmask bench " + " ".join(
+            _command_parts(methods, lengths, trace, trace_methods, command_user, batch_sizes)
+        ),
+        "batch_sizes": batch_sizes,
         "methods": rows,
         "speedup_vs_length": {m: {str(k): v for k, v in s.items()} for m, s in speedups.items()},
         "trace_methods": list(traced),
         "configs": {m: cfg.to_dict() for m, cfg in cfgs.items()},
-        "records": {str(length): recs for length, recs in results.items()},
+        "records": {str(length): by_batch[smallest] for length, by_batch in results.items()},
+        **({"records_by_batch_size": {
+            str(bs): {str(length): by_batch[bs] for length, by_batch in results.items()} for bs in batch_sizes
+        }} if len(batch_sizes) > 1 else {}),
         "output_dir": str(out),
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
@@ -380,9 +462,11 @@ def run_bench(
     return payload
 
 
-def _command_parts(methods, lengths, trace, trace_methods, user) -> list[str]:
-    return [f"methods={','.join(methods)}", f"lengths={','.join(map(str, lengths))}", f"trace={str(trace).lower()}",
-            *([f"trace_methods={','.join(trace_methods)}"] if trace else []), *user]
+def _command_parts(methods, lengths, trace, trace_methods, user, batch_sizes) -> list[str]:
+    return [f"methods={','.join(methods)}", f"lengths={','.join(map(str, lengths))}",
+            f"batch_size={','.join(map(str, batch_sizes))}", f"trace={str(trace).lower()}",
+            *([f"trace_methods={','.join(trace_methods)}"] if trace else []),
+            *[o for o in user if _key(o) != "batch_size"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,8 +504,10 @@ def _bench(argv: list[str]) -> int:
             command="unmask bench " + " ".join(argv),
         )
         return 0
+    batch_sizes, rest = split_batch_sizes(rest)  # mode=engine reads batch_size= as the forward's batch
     run_bench(
         rest,
+        batch_sizes=batch_sizes,
         methods=own.get("methods"),
         lengths=check_lengths(own.get("lengths")),
         trace=own.get("trace", True),
