@@ -91,6 +91,84 @@ def test_table_is_printed_with_every_column(tmp_path, capsys):
     assert not (tmp_path / "trace.png").exists()
 
 
+def test_one_row_per_method_and_batch_size_with_batch_size_and_vs_batch1_columns(tmp_path, capsys):
+    code = bench.main(["methods=baseline,dual", "dataset.limit=3", "generation.gen_length=32", "trace=false",
+                       "threads=1", "batch_size=2,1", f"output_dir={tmp_path}"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "batch_size=1,2" in printed and "vs bs1" in printed and "at the same batch size" in printed
+    with (tmp_path / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["batch_size"]) for r in rows] == [("baseline", "1"), ("dual", "1"), ("baseline", "2"), ("dual", "2")]
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["batch_sizes"] == [1, 2]
+    by_bs = payload["records_by_batch_size"]
+    assert payload["records"] == by_bs["1"]  # records: the smallest batch size's, as with one batch size
+    for bs in ("1", "2"):  # every method at every batch size, on the same samples
+        recs = by_bs[bs]["32"]
+        assert [r["id"] for r in recs["dual"]] == [r["id"] for r in recs["baseline"]] == [r["id"] for r in by_bs["1"]["32"]["baseline"]]
+    assert [r["batch_size"] for r in by_bs["2"]["32"]["dual"]] == [2, 2, 1]  # 3 samples in batches of 2
+    assert [r["batch_size"] for r in by_bs["1"]["32"]["dual"]] == [1, 1, 1]
+
+    def seconds(records):
+        return sum({r["batch"]: r["batch_seconds"] for r in records}.values())
+
+    table = {(r["method"], r["batch_size"]): r for r in payload["methods"]}
+    for bs in (1, 2):  # speedup against the baseline at the same batch size
+        recs = by_bs[str(bs)]["32"]
+        expected = seconds(recs["baseline"]) / seconds(recs["dual"])
+        assert table["dual", bs]["speedup"] == pytest.approx(expected, rel=1e-12)
+    for method in ("baseline", "dual"):
+        ratio = table[method, 2]["tokens_per_second"] / table[method, 1]["tokens_per_second"]
+        assert table[method, 2]["vs_batch1"] == pytest.approx(ratio)
+        assert table[method, 1]["vs_batch1"] == pytest.approx(1.0)
+        assert float(next(r for r in rows if (r["method"], r["batch_size"]) == (method, "2"))["vs_batch1"]) == pytest.approx(ratio)
+
+
+def test_a_single_batch_size_runs_as_before(tmp_path, capsys):
+    code = bench.main(["methods=baseline,dual", "dataset.limit=3", "generation.gen_length=32", "trace=false",
+                       "threads=1", "batch_size=2", f"output_dir={tmp_path}"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "batch_size=2 " in printed and "vs bs" not in printed
+    with (tmp_path / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["batch_size"], r["vs_batch1"]) for r in rows] == [("baseline", "2", ""), ("dual", "2", "")]
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert "records_by_batch_size" not in payload
+    assert payload["configs"]["dual"]["batch_size"] == 2
+    assert [r["batch_size"] for r in payload["records"]["32"]["baseline"]] == [2, 2, 1]
+
+
+def test_batch_sizes_take_turns_on_the_batches_each_would_get_alone(monkeypatch):
+    """Rounds of lcm(batch sizes) samples: every batch size decodes each round before the next one."""
+    from types import SimpleNamespace
+
+    from unmask import evaluation
+
+    calls = []
+
+    def fake_run_samples(model, task, chunk, cache, generation, batch_size, warmup):
+        calls.append((batch_size, cache, [s.id for s in chunk], warmup))
+        return [{"id": s.id} for s in chunk]
+
+    monkeypatch.setattr(evaluation, "run_samples", fake_run_samples)
+    samples = [SimpleNamespace(id=i) for i in range(6)]
+    cfgs = {"a": SimpleNamespace(cache="A", generation={}), "b": SimpleNamespace(cache="B", generation={})}
+    model = SimpleNamespace(device=SimpleNamespace(type="cpu"))
+    records = bench.run_interleaved(model, None, samples, cfgs, [1, 2, 4])
+    for bs in (1, 2, 4):
+        alone = [list(range(6))[i : i + bs] for i in range(0, 6, bs)]
+        for cache in ("A", "B"):
+            mine = [c for c in calls if c[:2] == (bs, cache)]
+            assert [c[2] for c in mine] == alone
+            assert [c[3] for c in mine] == [True] + [False] * (len(alone) - 1)  # one warm-up per pair
+        assert [r["id"] for r in records[bs]["a"]] == list(range(6))
+    order = [(c[0], c[2]) for c in calls if c[1] == "A"]
+    assert order.index((1, [4])) > order.index((4, [0, 1, 2, 3]))  # batch size 1 waits for the others' round
+    assert [c[1] for c in calls[:2]] == ["A", "B"]  # methods take turns per batch
+
+
 def test_method_defaults_merge_with_user_overrides():
     merged = bench.method_overrides("dual", ["generation.threshold=0.8", "dataset.limit=3"])
     assert "generation.threshold=0.8" in merged and "generation.threshold=0.9" not in merged
@@ -133,6 +211,9 @@ def test_a_recompute_everything_variant_decodes_like_the_baseline_side_by_side(t
         (["methods=dllm,dllm/cache.nope=1"], "unknown key 'cache.nope'"),
         (["cache=prefix"], "sets each method's cache itself"),
         (["lengths=32,x"], "lengths='32,x' is not a valid list of int"),
+        (["batch_size=1,0"], "batch_size=0 must be >= 1"),
+        (["batch_size=1,four"], "batch_size='1,four' is not a valid list of int"),
+        (["batch_size="], "batch_size= lists no batch size"),
         (["methods=baseline,dual", "trace_methods=elastic"], "not among methods"),
         (["generation.gen_length=33"], "multiple of generation.block_length"),
     ],

@@ -58,6 +58,7 @@ def test_full_forward_flops_match_the_layer_shapes(ckpt):
         (["repeat=2"], "repeat= belongs to mode=engine, not mode=methods"),
         (["mode=engine", "generation.threshold=0.5"], "'generation.threshold=0.5' is not a mode=engine setting"),
         (["mode=engine", "runs=0"], "runs=0 must be >= 1"),
+        (["mode=engine", "batch_size=1,4"], "batch_size= takes one value in mode=engine"),
     ],
 )
 def test_bad_engine_input_fails_before_running(args, message, tmp_path, capsys):

@@ -498,6 +498,10 @@ def _bench(argv: list[str]) -> int:
     if mode == "engine":
         from .engine_bench import run_engine_bench
 
+        sizes, _ = split_batch_sizes(rest)
+        if sizes is not None and len(sizes) > 1:
+            raise ValueError("batch_size= takes one value in mode=engine (the forward's batch), not a list")
+
         keep_freed_memory()  # as for mode=methods: steady step times
         run_engine_bench(
             rest, repeat=own.get("repeat", 7), runs=own.get("runs", 3), cprofile=own.get("cprofile", False),
