@@ -101,6 +101,7 @@ class ElasticCache(CachePolicy):
         self._window_real: Tensor | None = None  # [B, W] which window slots are real (not padding)
         self._union: Tensor | None = None  # [B, U] tracked tokens tested this step
         self._union_weight: Tensor | None = None  # [B, U] which of them count
+        self._union_at: Tensor | None = None  # [B, U] their index within the probe
         self._before: list[Tensor] = []  # per layer [B, H, U, T]: their attention before this step
 
     def _window(self, ctx) -> Tensor:
@@ -124,6 +125,7 @@ class ElasticCache(CachePolicy):
         if self.last_decoded is None or exact:
             # Step 0 fills the caches; with exact_gamma1, gamma >= 1 trusts no cached state (the baseline).
             rows = state.all_rows()
+            tracked = None
             probe_mask = window
         else:
             tracked = torch.zeros_like(window)
@@ -133,9 +135,10 @@ class ElasticCache(CachePolicy):
             if self.shift:
                 query[:, :-1] |= window[:, 1:]
             rows = Rows.from_mask(query)
-            self._prepare_drift(state, tracked)
             probe_mask = window | tracked
         self._probe, _ = _padded(probe_mask)
+        if tracked is not None:
+            self._prepare_drift(state, tracked)
         self._window_at = torch.searchsorted(self._probe.contiguous(), logit_rows.index)
         self._window_real = torch.arange(logit_rows.size, device=window.device) < window.sum(-1, keepdim=True)
         return StepPlan(
@@ -149,6 +152,7 @@ class ElasticCache(CachePolicy):
         if self.settings["new_token_test"] == "next_step":
             real &= torch.gather(self.last_query, 1, union)  # only tokens whose cached query is from last step
         self._union, self._union_weight = union, real
+        self._union_at = torch.searchsorted(self._probe.contiguous(), union)  # their rows in every layer's probs
         idx = union[:, None, :, None]
         self._before = []
         for layer, kv in zip(self.module.layers, state.store.kv):
@@ -159,7 +163,7 @@ class ElasticCache(CachePolicy):
         state = self._state
         switch = None
         if self._union is not None:
-            now = self._gather_rows(probs, torch.searchsorted(self._probe.contiguous(), self._union))
+            now = self._gather_rows(probs, self._union_at)
             sim = attention_drift(now, self._before[layer], self._union_weight, state.valid, self.settings["drift_axis"])
             switch = (sim < self.settings["gamma"]) & self._union_weight.any(-1)
         # The next tracked tokens: most attention mass from the window rows, summed over heads. Only the masks

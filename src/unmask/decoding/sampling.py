@@ -38,7 +38,7 @@ def llada_candidates(
     if alg == "random":
         conf = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=generator)
     else:
-        source = {"logits": logits, "float32": logits.float(), "float64": logits64}[precision]
+        source = logits64 if precision == "float64" else logits.float() if precision == "float32" else logits
         if hidden_ids:
             source = source.clone()
             source[..., list(hidden_ids)] = float("-inf")

@@ -76,6 +76,7 @@ class DenoisingLoop:
         self.active = torch.ones(b, dtype=torch.bool, device=device)
         pads = [width - len(ids) for ids in prompt_ids]
         self.rule = CommitRule(opts, pads if any(pads) else None, self.generator)
+        self.hidden_stop_ids = self._hidden_stop_ids()
         self.nfe = [0] * b
         self.seconds = [0.0] * b
         self.trace: list[StepTrace] | None = [] if trace else None
@@ -111,8 +112,7 @@ class DenoisingLoop:
         """Each logit position's candidate token and its confidence (the EOS/EOT option applied)."""
         o = self.opts
         if o.alg in LLADA_ALGS:
-            hidden = self._hidden_stop_ids() if o.confidence_eos_eot_inf else ()
-            return llada_candidates(logits, o.temperature, o.alg, self.generator, self.confidence_dtype, hidden)
+            return llada_candidates(logits, o.temperature, o.alg, self.generator, self.confidence_dtype, self.hidden_stop_ids)
         x0, conf = dream_candidates(logits, o.temperature, o.top_p, o.top_k, o.alg, self.generator)
         if o.confidence_eos_eot_inf:
             for sid in self.special.stop_ids:
@@ -120,11 +120,14 @@ class DenoisingLoop:
         return x0, conf
 
     def _hidden_stop_ids(self) -> tuple[int, ...]:
-        """LLaDA's generate.py sets the EoT logit to -inf before its confidence softmax and the EOS one in
-        the Gumbel-noised logits, which at temperature 0 are the same tensor: then both are hidden."""
-        sp = self.special
+        """Token ids hidden in the confidence softmax: with confidence_eos_eot_inf, LLaDA's generate.py sets
+        the EoT logit to -inf before that softmax and the EOS one in the Gumbel-noised logits, which at
+        temperature 0 are the same tensor: then both are hidden."""
+        sp, o = self.special, self.opts
+        if not o.confidence_eos_eot_inf:
+            return ()
         ids = [] if sp.eot is None else [sp.eot]
-        if self.opts.temperature == 0:
+        if o.temperature == 0:
             ids.append(sp.eos)
         return tuple(ids)
 
