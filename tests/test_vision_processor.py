@@ -233,6 +233,8 @@ def test_load_image_errors(tmp_path):
         load_image(good, max_pixels=399)
     with pytest.raises(ImageError, match="zero size"):
         load_image(Image.new("RGB", (0, 5)))
+    with pytest.raises(ImageError, match="PIL image is not readable"):  # lazily opened, pixels missing
+        load_image(Image.open(io.BytesIO(good[: len(good) // 2])))
     with pytest.raises(ImageError, match="does not exist"):
         load_image(tmp_path / "missing.png")
     with pytest.raises(ImageError, match="not a regular file"):
