@@ -328,8 +328,8 @@ def _build_vision(raw: dict, path: Path, files: dict[str, Path], lm_hidden: int)
 
     check_vision_keys(raw, str(path / "config.json"))
     shapes = _tensor_shapes(files, [n for n in files if n.startswith(TOWER_PREFIX)])
-    tower_cfg, origin = resolve_tower(raw, path, shapes)
     processor = ImageProcessorConfig.from_checkpoint(path)
+    tower_cfg, origin = resolve_tower(raw, path, shapes, processor.tile_size)
     with torch.device("meta"):
         vision = VisionEncoder(tower_cfg, lm_hidden, processor)
     return vision, origin

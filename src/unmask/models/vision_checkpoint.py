@@ -76,8 +76,9 @@ def tower_folder(raw: dict, checkpoint: Path) -> Path | None:
     return None
 
 
-def tower_from_weights(shapes: dict[str, tuple[int, ...]], source: str, tower_name: str) -> SiglipConfig:
-    """The tower's shape from its tensors, with the head count from the known SigLIP settings."""
+def tower_from_weights(shapes: dict[str, tuple[int, ...]], source: str, tower_name: str, tile_size: int) -> SiglipConfig:
+    """The tower's shape from its tensors, with the head count from the known SigLIP settings and
+    the input size from the image processor's tile size (patches need not cover it exactly)."""
     def shape(suffix: str) -> tuple[int, ...]:
         name = TOWER_PREFIX + suffix
         if name not in shapes:
@@ -91,6 +92,11 @@ def tower_from_weights(shapes: dict[str, tuple[int, ...]], source: str, tower_na
     side = math.isqrt(positions)
     if channels != 3 or patch != patch_w or side * side != positions:
         raise ValueError(f"{source}: the vision tower's embedding tensors do not describe a SigLIP tower")
+    if tile_size // patch != side:
+        raise ValueError(
+            f"{source}: image tiles of {tile_size} pixels give {tile_size // patch} patches per side, but the vision "
+            f"tower's position embedding has {side}"
+        )
     if hidden not in KNOWN_SIGLIP:
         raise ValueError(
             f"{source}: mm_vision_tower {tower_name!r} is not a local folder, and a SigLIP tower of hidden size {hidden} "
@@ -105,13 +111,15 @@ def tower_from_weights(shapes: dict[str, tuple[int, ...]], source: str, tower_na
         )
     cfg = SiglipConfig(
         hidden_size=hidden, intermediate_size=intermediate, num_layers=len(layer_ids), num_heads=heads,
-        image_size=side * patch, patch_size=patch, layer_norm_eps=SIGLIP_LAYER_NORM_EPS,
+        image_size=tile_size, patch_size=patch, layer_norm_eps=SIGLIP_LAYER_NORM_EPS,
     )
     cfg.validate(source)
     return cfg
 
 
-def resolve_tower(raw: dict, checkpoint: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[SiglipConfig, dict]:
+def resolve_tower(
+    raw: dict, checkpoint: Path, shapes: dict[str, tuple[int, ...]], tile_size: int
+) -> tuple[SiglipConfig, dict]:
     """The tower config and a record of where it came from (also logged)."""
     source = str(checkpoint / "config.json")
     folder = tower_folder(raw, checkpoint)
@@ -120,7 +128,7 @@ def resolve_tower(raw: dict, checkpoint: Path, shapes: dict[str, tuple[int, ...]
         origin = {"source": "folder", "path": str(folder)}
         log.info("LLaDA-V vision tower shape from the local folder %s", folder)
     else:
-        cfg = tower_from_weights(shapes, source, raw["mm_vision_tower"])
+        cfg = tower_from_weights(shapes, source, raw["mm_vision_tower"], tile_size)
         origin = {"source": "weights", "hub_id": raw["mm_vision_tower"]}
         log.info(
             "LLaDA-V vision tower %r is not a local folder: shape read from the weights with the known SigLIP settings",

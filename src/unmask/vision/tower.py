@@ -33,6 +33,7 @@ class SiglipConfig:
 
     @property
     def patches_per_side(self) -> int:
+        """Patches per side; the convolution drops a remainder (384-pixel tiles, 14-pixel patches: 27)."""
         return self.image_size // self.patch_size
 
     @property
@@ -47,8 +48,8 @@ class SiglipConfig:
                 raise ValueError(f"{source}: vision tower {name} must be a positive integer, found {value!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"{source}: vision hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
-        if self.image_size % self.patch_size:
-            raise ValueError(f"{source}: vision image size {self.image_size} is not a multiple of patch size {self.patch_size}")
+        if self.image_size < self.patch_size:
+            raise ValueError(f"{source}: vision image size {self.image_size} is smaller than patch size {self.patch_size}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"{source}: vision layer_norm_eps must be positive, found {self.layer_norm_eps!r}")
 
