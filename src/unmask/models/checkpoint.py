@@ -235,7 +235,9 @@ def load(
     module.load_state_dict(lm_state, strict=True, assign=True)
     if tie:
         module.lm_head.weight = module.embed.weight
-    module.rotary = type(module.rotary)(cfg.head_dim, cfg.rope_theta, cfg.max_position).to(device)
+    module.rotary = type(module.rotary)(
+        cfg.head_dim, cfg.rope_theta, cfg.max_position, in_model_dtype=module.rotary.in_model_dtype
+    ).to(device=device, dtype=dtype)
     module.eval().requires_grad_(False)
     for layer in module.layers:
         layer.attn_implementation = attn_implementation
