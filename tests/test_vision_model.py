@@ -83,6 +83,23 @@ def test_tower_equals_transformers_second_to_last_layer(attn):
     assert (ours - ref.last_hidden_state).abs().max() > 1e-2
 
 
+def test_tower_bfloat16_is_bit_equal_to_transformers_eager():
+    """The official tower is eager attention (float32 softmax) in the model dtype, as transformers'
+    eager SigLIP; in bfloat16 the features must round identically."""
+    config = _hf_siglip_config(TOWER.num_layers + 1)
+    config._attn_implementation = "eager"
+    hf = SiglipVisionModel(config)
+    _randomize(hf, 5)
+    hf = hf.eval().to(torch.bfloat16)
+    tower = _tower_from_hf(hf).to(torch.bfloat16)
+    pixels = torch.randn(3, 3, TILE, TILE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = hf(pixel_values=pixels.to(torch.bfloat16), output_hidden_states=True).hidden_states[-2]
+        ours = tower(pixels)
+    assert ours.dtype == torch.bfloat16
+    assert torch.equal(ours, ref)
+
+
 def test_tower_rejects_wrong_tile_size():
     with pytest.raises(ValueError, match=r"\[n, 3, 30, 30\]"):
         SiglipVisionTower(TOWER)(torch.zeros(1, 3, 28, 28))
