@@ -322,3 +322,14 @@ def test_text_llada_tables_stay_float32(llada):
     assert module.rotary.cos.dtype == torch.float32
     module.rotary.to(torch.bfloat16)
     assert module.rotary.cos.dtype == torch.float32
+
+
+def test_fingerprint_covers_the_image_settings(saved, tmp_path):
+    from unmask.models.checkpoint import fingerprint
+
+    path = _copy(saved, tmp_path)
+    before = fingerprint(path)
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    pre["image_mean"] = [0.4, 0.5, 0.5]
+    (path / "preprocessor_config.json").write_text(json.dumps(pre))
+    assert fingerprint(path) != before
