@@ -338,8 +338,10 @@ def _build_vision(raw: dict, path: Path, files: dict[str, Path], lm_hidden: int)
     shapes = _tensor_shapes(files, [n for n in files if n.startswith(TOWER_PREFIX)])
     processor = ImageProcessorConfig.from_checkpoint(path)
     tower_cfg, origin = resolve_tower(raw, path, shapes, processor.tile_size)
+    # The unused post-layernorm may be absent from a checkpoint (both tensors, or the layout is wrong).
+    post_norm = any(n.startswith(TOWER_PREFIX + "post_layernorm.") for n in files)
     with torch.device("meta"):
-        vision = VisionEncoder(tower_cfg, lm_hidden, processor)
+        vision = VisionEncoder(tower_cfg, lm_hidden, processor, post_layernorm=post_norm)
     return vision, origin
 
 
