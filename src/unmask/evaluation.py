@@ -95,6 +95,7 @@ def run_samples(
                 "extracted": score.extracted,
                 "correct": bool(score.correct),
                 "detail": score.detail,
+                **({"metrics": score.metrics} if score.metrics else {}),
                 "tokens": int(result.answer_tokens[i]),
                 "nfe": int(result.nfe[i]),
                 "seconds": float(result.seconds[i]),
@@ -134,13 +135,17 @@ def select_samples(task: Task, limit: int | None) -> list[Sample]:
 
 
 def task_samples(cfg: RunConfig) -> tuple[Task, list[Sample]]:
-    """The run's task and its first `dataset.limit` samples (what eval, bench and scripts decode);
-    a task that runs generated code needs the opt-in first."""
-    from .tasks.registry import TASKS, get_task
+    """The run's task (unmask's own, or lm-eval's definition with harness=lm-eval) and its first
+    `dataset.limit` samples (what eval, bench and scripts decode); a task that runs generated
+    code needs the opt-in first."""
+    from .lmeval.harness import make_task, task_class
 
     data = cfg.dataset
-    check_code_execution(cfg, TASKS[data["name"]])
-    task = get_task(data["name"], n_shot=data["n_shot"], path=data["path"], split=data["split"])
+    check_code_execution(cfg, task_class(data["name"], cfg.harness))
+    task = make_task(
+        data["name"], cfg.harness, n_shot=data["n_shot"], path=data["path"], split=data["split"],
+        allow_code_execution=cfg.allow_code_execution,
+    )
     return task, select_samples(task, data["limit"])
 
 
