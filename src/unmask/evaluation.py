@@ -27,7 +27,8 @@ Hydra-style overrides, e.g.
   cache=prefix cache.use_dual=true generation=vanilla generation.gen_length=256 generation.threshold=0.9
   model=llada-inst model.path=/data/LLaDA-8B-Instruct attn_implementation=eager output_dir=runs/x
 Groups: model=(tiny|llada-base|llada-inst|llada-1.5|dream-base|dream-inst), cache=(null|prefix|dllm|d2cache|elastic),
-generation=vanilla. Code-running tasks need allow_code_execution=true or UNMASK_ALLOW_CODE_EXECUTION=1."""
+generation=vanilla. Code-running tasks need allow_code_execution=true or UNMASK_ALLOW_CODE_EXECUTION=1.
+harness=lm-eval (gsm8k, humaneval, mbpp, math-500): lm-evaluation-harness's task definitions render and score."""
 
 
 # -- reusable pieces (also used by `unmask bench`) -------------------------------------------
@@ -223,6 +224,8 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     missing = [sid for sid in order if sid not in merged]
     if missing:
         raise RuntimeError(f"{len(missing)} samples have no record after the run (first: {missing[:3]})")
+    from .lmeval.harness import metric_means
+
     summary = {
         "task": cfg.dataset["name"],
         "model": cfg.model["name"],
@@ -231,6 +234,8 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
         "num_processes": world,
         "output_dir": str(out),
     }
+    if lm_eval_metrics := metric_means([merged[sid] for sid in order]):
+        summary["lm_eval"] = lm_eval_metrics  # e.g. strict-match/exact_match and flexible-extract/exact_match
     records.write_summary(out, summary)
     print(metrics.format_table(summary, title=f"unmask eval: {summary['task']} / {summary['model']} / {summary['cache']}"))
     return summary

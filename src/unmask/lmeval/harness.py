@@ -241,7 +241,8 @@ class LmEvalTask(Task):
             rows = self.rows(split, evaluated=split == wanted_eval(cfg))
             if not rows:
                 raise loading.DatasetUnavailable(f"{self.name}: the {split!r} split has no rows")
-            out[split] = datasets.Dataset.from_list(rows)
+            keys = list(dict.fromkeys(k for row in rows for k in row))  # from_list keeps only the first row's keys
+            out[split] = datasets.Dataset.from_list([{k: row.get(k) for k in keys} for row in rows])
         return out
 
     def build(self) -> Any:
@@ -408,6 +409,16 @@ class LmEvalMBPP(LmEvalTask):
         if missing:
             raise loading.DatasetUnavailable(f"{self.name}: few-shot task ids {missing} are not in the prompt split")
         return [{**{k: by_id[i][k] for k in ("task_id", "text", "code", "test_list")}, "is_fewshot": True} for i in (2, 3, 4)]
+
+
+def metric_means(recs: list[dict]) -> dict[str, float]:
+    """The mean of each lm-eval filter/metric over the records (what lm_eval's table reports for
+    these samples); empty for unmask's own tasks, whose records carry no `metrics`."""
+    totals: dict[str, list[float]] = {}
+    for rec in recs:
+        for key, value in (rec.get("metrics") or {}).items():
+            totals.setdefault(key, []).append(float(value))
+    return {key: sum(values) / len(values) for key, values in totals.items()}
 
 
 HARNESS_TASKS: dict[str, type[LmEvalTask]] = {cls.name: cls for cls in (LmEvalGSM8K, LmEvalMath500, LmEvalHumanEval, LmEvalMBPP)}
