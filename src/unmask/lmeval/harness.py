@@ -21,6 +21,7 @@ timing and summary around it. Three things are unmask's:
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -257,7 +258,13 @@ class LmEvalTask(Task):
                 cfg["fewshot_split"] = cfg["training_split"] = cfg["validation_split"] = None
                 if (cfg.get("fewshot_config") or {}).get("samples") is not None:
                     cfg["fewshot_config"] = {**cfg["fewshot_config"], "samples": []}
-            self._task = ConfigurableTask(config=cfg)
+            quiet = logging.getLogger("lm_eval.api.task")  # its custom_dataset notice is about lm_eval's CLI
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                self._task = ConfigurableTask(config=cfg)
+            finally:
+                quiet.setLevel(level)
         return self._task
 
     # -- the Task interface --------------------------------------------------------------------
