@@ -4,6 +4,7 @@ summary), offline data only, and generated code judged by unmask's sandbox after
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_the_harness_prompts_differ_from_unmask_own_only_where_documented(gsm_di
     assert [(s.id, s.prompt) for s in own] == [(s.id, s.prompt) for s in through]
 
 
-def test_harness_choice_is_validated_before_anything_loads():
+def test_harness_choice_is_validated_before_anything_loads(monkeypatch):
     assert resolve_config([]).harness == "unmask"
     with pytest.raises(ValueError, match=r"harness='lmeval'; valid choices: \['unmask', 'lm-eval'\]"):
         resolve_config(["harness=lmeval"])
@@ -80,6 +81,10 @@ def test_harness_choice_is_validated_before_anything_loads():
         resolve_config(["harness=lm-eval", "dataset.name=arith"])
     with pytest.raises(ValueError, match="no lm-eval task definition"):
         resolve_config(["harness=lm-eval", "dataset.name=humaneval_instruct"])
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "lm_eval", None)  # lm-eval not installed
+        with pytest.raises(ValueError, match=r"harness=lm-eval needs lm-evaluation-harness \(pip install 'unmask\[lm-eval\]'\)"):
+            resolve_config(["harness=lm-eval", "dataset.name=gsm8k"])
     # the lm-eval task's generation defaults are unmask's own for the same benchmark
     cfg = resolve_config(["harness=lm-eval", "dataset.name=gsm8k"])
     assert cfg.generation["gen_length"] == 256 and cfg.generation["chat"] is False

@@ -10,10 +10,11 @@ timing and summary around it. Three things are unmask's:
 - Data: rows come from `dataset.path` or the `datasets` cache read offline (unmask.tasks.loading),
   and reach lm-eval as the task's `custom_dataset`, so lm-eval never downloads anything.
 - Code: lm-eval's humaneval / mbpp metrics call Hugging Face `evaluate`'s `code_eval`, which fetches
-  the metric from the hub and exec()s the program in a plain subprocess. Those YAMLs are read
-  without importing their `utils.py`; the metric becomes a run in unmask's sandbox (after the
-  opt-in), and the two helpers they name (humaneval's prompt + completion, mbpp's three few-shot
-  problems, task ids 2-4 of the prompt split) are restated here from the data.
+  the metric from the hub and exec()s the program in a forked process with only a "reliability
+  guard". Those YAMLs are read without importing their `utils.py`; the metric becomes a run of
+  the same program (`prediction + "\\n" + doc_to_target`, 3 s as in code_eval) in unmask's
+  sandbox after the opt-in, and the two helpers they name (humaneval's prompt + completion,
+  mbpp's three few-shot problems = task ids 2-4 of the prompt split) are restated from the data.
 - Generation: the task's `until` strings are the stop strings; the canvas length and the chat
   template stay unmask's per-task defaults (generation.gen_length, generation.chat).
 """
@@ -34,17 +35,22 @@ FEWSHOT_SEED = 1234  # lm_eval.simple_evaluate's default fewshot_random_seed
 UNMASK_TASK_DIR = Path(__file__).resolve().parent / "tasks"
 
 
-class LmEvalUnavailable(ImportError):
-    """harness=lm-eval without the lm-eval package."""
+class LmEvalUnavailable(ValueError):
+    """harness=lm-eval without the lm-eval package (a config error: the run cannot start)."""
+
+
+def require_lm_eval() -> None:
+    """Fail before anything loads when lm-eval is not installed (`import lm_eval` itself is cheap)."""
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError as exc:
+        raise LmEvalUnavailable(f"harness=lm-eval needs lm-evaluation-harness (pip install 'unmask[lm-eval]'): {exc}") from None
 
 
 def _lm_eval_tasks_dir() -> Path:
-    try:
-        import lm_eval.tasks
-    except ImportError as exc:
-        raise LmEvalUnavailable(
-            f"harness=lm-eval needs lm-evaluation-harness (pip install 'unmask[lm-eval]'): {exc}"
-        ) from None
+    require_lm_eval()
+    import lm_eval.tasks
+
     return Path(lm_eval.tasks.__file__).resolve().parent
 
 
@@ -107,10 +113,9 @@ CODE_METRICS = {"humaneval/utils.pass_at_k": "pass_at_k", "mbpp/utils.pass_at_1"
 class LmEvalTask(Task):
     """One unmask task backed by an lm-eval task definition; subclasses name the task and its data."""
 
-    lm_eval_task: ClassVar[str] = ""
-    lm_eval_dir: ClassVar[str | None] = None  # folder under lm_eval/tasks; None = unmask's own YAML
-    native: ClassVar[type[Task]]
-    timeout_s: ClassVar[float] = 5.0
+    lm_eval_task: ClassVar[str] = ""  # the task's name in lm-eval's TaskManager (unmask's own YAMLs included)
+    native: ClassVar[type[Task]]  # unmask's own task for the same benchmark (generation defaults, sandbox limits)
+    timeout_s: ClassVar[float] = 3.0  # code_eval's default, which lm-eval's code metrics use
     memory_mb: ClassVar[int] = 1024
 
     def __init__(
@@ -374,7 +379,6 @@ class LmEvalHumanEval(LmEvalTask):
     default_gen_length = native.default_gen_length
     use_chat_template = native.use_chat_template
     executes_code = True
-    timeout_s = native.timeout_s
     memory_mb = native.memory_mb
 
     def rows(self, split: str, evaluated: bool) -> list[dict]:
@@ -393,7 +397,6 @@ class LmEvalMBPP(LmEvalTask):
     default_gen_length = native.default_gen_length
     use_chat_template = native.use_chat_template
     executes_code = True
-    timeout_s = native.timeout_s
     memory_mb = native.memory_mb
 
     def rows(self, split: str, evaluated: bool) -> list[dict]:
@@ -443,6 +446,7 @@ def task_class(name: str, harness: str) -> type[Task]:
         return TASKS[name]
     if name not in HARNESS_TASKS:
         raise ValueError(f"dataset.name={name!r} has no lm-eval task definition; with harness=lm-eval use one of {', '.join(sorted(HARNESS_TASKS))}")
+    require_lm_eval()
     return HARNESS_TASKS[name]
 
 
