@@ -220,10 +220,14 @@ def test_gsm8k_prompts_and_extraction_agree_with_lm_eval(gsm_dir, capsys):
         if flexible != verdict["flexible-extract"][i]:
             flexible_diff[i] = (out, flexible)
     n = len(OUTPUTS)
+    own_task = GSM8KTask()
+    own = [own_task.score(_sample(i), out).correct for i, (_, out) in enumerate(OUTPUTS)]
     with capsys.disabled():
         print(
             f"\nGSM8K extraction agreement on {n} outputs: strict-match {n - len(strict_diff)}/{n}, "
-            f"flexible-extract {n - len(flexible_diff)}/{n}"
+            f"flexible-extract {n - len(flexible_diff)}/{n}; unmask's verdict (strict, else last number) "
+            f"equals strict-match on {sum(o == verdict['strict-match'][i] for i, o in enumerate(own))}/{n}, "
+            f"flexible-extract on {sum(o == verdict['flexible-extract'][i] for i, o in enumerate(own))}/{n}"
         )
     assert set(strict_diff) == set(STRICT_DIFFERENCES), strict_diff
     assert set(flexible_diff) == set(FLEXIBLE_DIFFERENCES), flexible_diff
@@ -238,6 +242,12 @@ def test_gsm8k_prompts_and_extraction_agree_with_lm_eval(gsm_dir, capsys):
         assert score.metrics["strict-match/exact_match"] == verdict["strict-match"][i]
         assert score.metrics["flexible-extract/exact_match"] == verdict["flexible-extract"][i]
         assert score.correct == verdict["strict-match"][i]
+
+
+def _sample(i: int):
+    from unmask.tasks.base import Sample
+
+    return Sample(id=str(i), prompt="", reference=TEST[i]["answer"])
 
 
 def _norm(raw: str | None) -> str | None:
