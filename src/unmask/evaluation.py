@@ -27,7 +27,8 @@ Hydra-style overrides, e.g.
   cache=prefix cache.use_dual=true generation=vanilla generation.gen_length=256 generation.threshold=0.9
   model=llada-inst model.path=/data/LLaDA-8B-Instruct attn_implementation=eager output_dir=runs/x
 Groups: model=(tiny|llada-base|llada-inst|llada-1.5|dream-base|dream-inst), cache=(null|prefix|dllm|d2cache|elastic),
-generation=vanilla. Code-running tasks need allow_code_execution=true or UNMASK_ALLOW_CODE_EXECUTION=1."""
+generation=vanilla. Code-running tasks need allow_code_execution=true or UNMASK_ALLOW_CODE_EXECUTION=1.
+harness=lm-eval (gsm8k, humaneval, mbpp, math-500): lm-evaluation-harness's task definitions render and score."""
 
 
 # -- reusable pieces (also used by `unmask bench`) -------------------------------------------
@@ -95,6 +96,7 @@ def run_samples(
                 "extracted": score.extracted,
                 "correct": bool(score.correct),
                 "detail": score.detail,
+                **({"metrics": score.metrics} if score.metrics else {}),
                 "tokens": int(result.answer_tokens[i]),
                 "nfe": int(result.nfe[i]),
                 "seconds": float(result.seconds[i]),
@@ -134,13 +136,17 @@ def select_samples(task: Task, limit: int | None) -> list[Sample]:
 
 
 def task_samples(cfg: RunConfig) -> tuple[Task, list[Sample]]:
-    """The run's task and its first `dataset.limit` samples (what eval, bench and scripts decode);
-    a task that runs generated code needs the opt-in first."""
-    from .tasks.registry import TASKS, get_task
+    """The run's task (unmask's own, or lm-eval's definition with harness=lm-eval) and its first
+    `dataset.limit` samples (what eval, bench and scripts decode); a task that runs generated
+    code needs the opt-in first."""
+    from .lmeval.harness import make_task, task_class
 
     data = cfg.dataset
-    check_code_execution(cfg, TASKS[data["name"]])
-    task = get_task(data["name"], n_shot=data["n_shot"], path=data["path"], split=data["split"])
+    check_code_execution(cfg, task_class(data["name"], cfg.harness))
+    task = make_task(
+        data["name"], cfg.harness, n_shot=data["n_shot"], path=data["path"], split=data["split"],
+        allow_code_execution=cfg.allow_code_execution,
+    )
     return task, select_samples(task, data["limit"])
 
 
@@ -218,6 +224,8 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
     missing = [sid for sid in order if sid not in merged]
     if missing:
         raise RuntimeError(f"{len(missing)} samples have no record after the run (first: {missing[:3]})")
+    from .lmeval.harness import metric_means
+
     summary = {
         "task": cfg.dataset["name"],
         "model": cfg.model["name"],
@@ -226,6 +234,8 @@ def evaluate(cfg: RunConfig, *, show_progress: bool = True) -> dict | None:
         "num_processes": world,
         "output_dir": str(out),
     }
+    if lm_eval_metrics := metric_means([merged[sid] for sid in order]):
+        summary["lm_eval"] = lm_eval_metrics  # e.g. strict-match/exact_match and flexible-extract/exact_match
     records.write_summary(out, summary)
     print(metrics.format_table(summary, title=f"unmask eval: {summary['task']} / {summary['model']} / {summary['cache']}"))
     return summary

@@ -31,6 +31,7 @@ class Score:
     extracted: str | None
     correct: bool
     detail: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)  # per filter/metric values (harness=lm-eval)
 
 
 class Task:

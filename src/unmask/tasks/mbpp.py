@@ -2,9 +2,12 @@
 
 Each item reads "You are an expert Python programmer, and here is your task: {text} Your code
 should pass these tests:\\n\\n{tests}\\n[BEGIN]\\n", a shot continues with its code and "\\n[DONE]",
-and shots are joined by newlines. The shots are task ids 2, 3 and 4 (prompt split); evaluation
-is on the test split (task ids 11-510). The official splits are ranges of task ids, so the
-original single `mbpp.jsonl` (all 974 problems) works as `dataset.path` too.
+and shots are followed by a blank line. That is lm-eval's `mbpp` prompt, character for character
+(tests/test_prompt_agreement.py): the text and the shots' code are used verbatim, so the code keeps
+the dataset's `\\r\\n` line ends and trailing spaces, as lm-eval's prompt does. The shots are task
+ids 2, 3 and 4 (prompt split); evaluation is on the test split (task ids 11-510). The official
+splits are ranges of task ids, so the original single `mbpp.jsonl` (all 974 problems) works as
+`dataset.path` too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ SPLIT_IDS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range
 
 def format_task(text: str, tests: list[str]) -> str:
     return (
-        f"You are an expert Python programmer, and here is your task: {text.strip()} "
+        f"You are an expert Python programmer, and here is your task: {text} "
         f"Your code should pass these tests:\n\n" + "\n".join(tests) + "\n[BEGIN]\n"
     )
 
@@ -37,7 +40,7 @@ def _normalize(row: dict, where: str) -> dict:
     return {
         "task_id": int(loading.field(row, ("task_id",), where)),
         "text": str(loading.field(row, ("text", "prompt"), where)),
-        "code": str(row.get("code") or "").replace("\r\n", "\n"),
+        "code": str(row.get("code") or ""),  # verbatim: the few-shot prompt shows it as lm-eval does
         "tests": [str(t) for t in tests],
         "setup": setup.replace("\r\n", "\n"),
     }
@@ -93,7 +96,7 @@ class MBPPTask(Task):
         rows, pool = self._eval_rows(split)
         shots = self._shots(pool)
         shot_ids = {s["task_id"] for s in shots}
-        prefix = "".join(format_task(s["text"], s["tests"]) + s["code"].strip() + "\n[DONE]\n" for s in shots)
+        prefix = "".join(format_task(s["text"], s["tests"]) + s["code"] + "\n[DONE]\n\n" for s in shots)
         samples = []
         for row in rows:
             if row["task_id"] in shot_ids:

@@ -1,0 +1,1 @@
+"""lm-evaluation-harness integration: unmask as an lm-eval model and lm-eval's tasks in unmask eval."""
