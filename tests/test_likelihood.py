@@ -41,6 +41,26 @@ def _log_probs(tiny, ids):
         return torch.log_softmax(tiny.module(torch.tensor([ids])).float(), -1)[0]
 
 
+# LLaDA's get_log_likelihood.py (ML-GSAI/LLaDA b7e6c35) run on the bundled model (its module's
+# logits), CPU, after torch.manual_seed(seed): the prefix is arith problem i's chat prompt and the
+# target its gold answer. (problem, mc_num, batch_size, cfg_scale, seed, official estimate)
+OFFICIAL = [
+    (0, 8, 4, 0.0, 0, -0.25630633858963847),
+    (1, 16, 16, 0.0, 1, -0.12920188903808594),
+    (2, 12, 3, 0.5, 2, -1.4062805912690237),
+    (3, 4, 1, 0.0, 3, -0.003911874578989227),
+]
+
+
+@pytest.mark.parametrize("problem, mc_num, batch_size, cfg_scale, seed, official", OFFICIAL)
+def test_estimate_reproduces_llada_get_log_likelihood(tiny, problem, mc_num, batch_size, cfg_scale, seed, official):
+    """Same seed, same draws: the masks come from a CPU generator in the official order
+    (mask-count offset, then one permutation per row), so the numbers agree to float rounding."""
+    prefix, target = _ids(tiny, arith.eval_split()[problem])
+    estimate = _estimate(tiny, prefix, target, seed=seed, mc_num=mc_num, batch_size=batch_size, cfg_scale=cfg_scale)
+    assert estimate == pytest.approx(official, rel=1e-6)
+
+
 def test_mask_counts_are_stratified_over_one_period():
     for seed in range(5):
         counts = mask_counts(8, 4, torch.Generator().manual_seed(seed)).tolist()
