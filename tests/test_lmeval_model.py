@@ -117,6 +117,7 @@ def test_model_args_take_hydra_names_dotted_or_short():
         ({"model": "tiny", "thresold": 0.9}, "unknown model_args key 'thresold'"),
         ({"model": "tiny", "cache": "d2cache", "sigma": 2.0}, "ambiguous: write generation.sigma or cache.sigma"),
         ({"model": "tiny", "dataset.limit": 3}, "lm-eval chooses the data"),
+        ({"model": "tiny", "use_dual": True}, "use_dual= is a parameter of cache=prefix"),
         ({"model": "tiny", "cache": "prefix", "use_dual": "maybe"}, "cache.use_dual='maybe' is not a valid bool"),
         ({"model": "tiny", "mc_num": 100, "mc_batch_size": 32}, "mc_num=100 must be a positive multiple"),
         ({"model": "tiny", "trust_remote_code": True}, "trust_remote_code"),

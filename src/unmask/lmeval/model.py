@@ -81,6 +81,12 @@ def _cache_params(args: dict) -> dict[str, Any]:
     return dict(policy.params) if policy is not None else {}
 
 
+def _caches_with(key: str) -> list[str]:
+    from ..caches.registry import registry
+
+    return sorted(name for name, policy in registry().items() if key in policy.params)
+
+
 def hydra_overrides(args: dict[str, Any]) -> list[str]:
     """unmask's override list for lm-eval's --model_args (without the model's own keys).
 
@@ -107,6 +113,9 @@ def hydra_overrides(args: dict[str, Any]) -> list[str]:
         if len(found) > 1:
             raise ValueError(f"model_args {key}= is ambiguous: write {' or '.join(f'{s}.{key}' for s in found)}")
         if not found:
+            owners = _caches_with(key)
+            if owners:
+                raise ValueError(f"model_args {key}= is a parameter of cache={'|'.join(owners)}; choose the cache with cache=... too")
             valid = sorted(set(GROUPS) | set(TOP_KEYS) | set(OWN_KEYS) | {"batch_size", "device"} | set().union(*homes.values()))
             raise ValueError(f"unknown model_args key '{key}' for --model unmask; valid keys: {valid} (or dotted Hydra keys)")
         out.append(f"{found[0]}.{key}={_text(value)}")
