@@ -163,3 +163,21 @@ def test_unmask_lm_eval_command_runs_the_bundled_task(capsys, tmp_path, monkeypa
     assert code == 0
     assert "|arith|" in out.out and "exact_match" in out.out
     assert "tokens_per_second" in out.err
+
+
+def test_without_lm_eval_the_command_names_the_extra(monkeypatch, capsys):
+    import sys
+
+    from unmask.lmeval.cli import main
+
+    for name in [n for n in sys.modules if n == "lm_eval" or n.startswith("lm_eval.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing lm-eval now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "unmask.lmeval.model")
+    assert main(["--tasks", "arith"]) == 2
+    assert "pip install 'unmask[lm-eval]'" in capsys.readouterr().err
+
+
+def test_data_parallel_launch_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="one process"):
+        UnmaskLM(model="tiny")

@@ -30,7 +30,9 @@ likelihoods; lm-eval's `--batch_size` is the number of prompts per `unmask.gener
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 import zlib
 from typing import Any
 
@@ -140,6 +142,11 @@ class UnmaskLM(LM):
 
     def __init__(self, batch_size: int | str | None = 1, max_batch_size: int | None = None, device: str | None = None, **model_args: Any):
         super().__init__()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                "--model unmask runs in one process (it does not split lm-eval's requests over ranks); "
+                "launch it without accelerate/torchrun, or use `accelerate launch eval.py` for data parallel"
+            )
         own = {k: parse_value(k, model_args.pop(k, default), kind) for k, (kind, default) in OWN_KEYS.items()}
         if "trust_remote_code" in model_args:
             raise ValueError("model_args trust_remote_code: unmask runs no code from checkpoints; leave it out")
@@ -240,8 +247,6 @@ class UnmaskLM(LM):
         return out  # type: ignore[return-value]
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        import time
-
         out = []
         cfg_scale = float(self.cfg.generation.get("cfg_scale") or 0.0)
         mask = self.model.special.mask
