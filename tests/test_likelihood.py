@@ -75,6 +75,14 @@ def test_one_token_target_is_scored_exactly(tiny, problems):
     assert _estimate(tiny, prefix, [token], seed=3, mc_num=8, batch_size=4) == pytest.approx(exact, rel=1e-5)
 
 
+def test_dream_predicts_each_position_from_the_row_before(dream):
+    """Dream's logits are shifted by one (row i - 1 predicts token i); the estimate follows the
+    module's own full forward, which applies that shift."""
+    prefix, token = [5, 9, 12], 20
+    exact = _log_probs(dream, prefix + [dream.special.mask])[len(prefix), token].item()
+    assert _estimate(dream, prefix, [token], seed=0, mc_num=2, batch_size=2) == pytest.approx(exact, rel=1e-5)
+
+
 def test_two_token_target_is_centred_on_the_exact_expectation(tiny, problems):
     """With L=2 and mini-batches of 2 the counts are always {1, 2}; only which token stays visible
     in the one-mask sample is random, so each mini-batch is one of two values, equally likely."""
