@@ -54,6 +54,18 @@ def test_simple_evaluate_on_arith_matches_unmask_eval(lm, reference):
     assert timing["tokens_per_second"] > 0
 
 
+def test_batch_size_decodes_requests_together_as_unmask_eval_does():
+    cfg = resolve_config([f"dataset.limit={LIMIT}", "model.device=cpu", "batch_size=2", *FAST])
+    task, samples = task_samples(cfg)
+    expected = run_samples(load_model(cfg), task, samples, cfg.cache, cfg.generation, cfg.batch_size)
+    batched = UnmaskLM(model="tiny", cache="prefix", use_dual=True, threshold=0.9, device="cpu", batch_size=2)
+    requests = [_request(s.prompt, {"until": [], "max_gen_toks": 256}, i) for i, s in enumerate(samples)]
+    assert batched.generate_until(requests) == [r["output"] for r in expected]
+    assert [r["batch_seconds"] for r in batched.records][::2] == [r["batch_seconds"] for r in batched.records][1::2]
+    assert len({r["batch"] for r in batched.records}) == LIMIT // 2
+    assert [r["nfe"] for r in batched.records] == [r["nfe"] for r in expected]
+
+
 def test_lm_evals_chat_template_gives_unmask_evals_prompt(lm, reference):
     question = reference[0]["prompt"]
     rendered = lm.apply_chat_template([{"role": "user", "content": question}])

@@ -119,7 +119,10 @@ def hydra_overrides(args: dict[str, Any]) -> list[str]:
             if owners:
                 raise ValueError(f"model_args {key}= is a parameter of cache={'|'.join(owners)}; choose the cache with cache=... too")
             valid = sorted(set(GROUPS) | set(TOP_KEYS) | set(OWN_KEYS) | {"batch_size", "device"} | set().union(*homes.values()))
-            raise ValueError(f"unknown model_args key '{key}' for --model unmask; valid keys: {valid} (or dotted Hydra keys)")
+            raise ValueError(
+                f"unknown model_args key '{key}' for --model unmask (a checkpoint is model=NAME or path=/dir); "
+                f"valid keys: {valid} (or dotted Hydra keys)"
+            )
         out.append(f"{found[0]}.{key}={_text(value)}")
     return out
 
