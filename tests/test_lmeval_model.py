@@ -104,6 +104,8 @@ def test_gen_kwargs_map_to_generation_options(lm):
     cfg = lm._config(extra)
     assert (cfg.generation["gen_length"], cfg.generation["temperature"]) == (64, 0.0)
     assert cfg.cache == lm.cfg.cache and cfg.generation["threshold"] == 0.9
+    assert lm._decoding_key({"until": [], "do_sample": True})[0] == ("generation.temperature=1.0",)
+    assert lm._decoding_key({"until": [], "do_sample": True, "temperature": 0.5})[0] == ("generation.temperature=0.5",)
     with pytest.raises(ValueError, match="num_beams"):
         lm._decoding_key({"until": [], "num_beams": 4})
 

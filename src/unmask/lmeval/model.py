@@ -346,7 +346,9 @@ class UnmaskLM(LM):
             extra.append(f"generation.gen_length={int(max_gen_toks)}")
         do_sample = kwargs.pop("do_sample", None)
         if do_sample is False:
-            kwargs["temperature"] = 0.0
+            kwargs["temperature"] = 0.0  # greedy, whatever temperature says (as transformers' generate)
+        elif do_sample and kwargs.get("temperature") is None:
+            kwargs["temperature"] = 1.0  # sampling at transformers' default temperature
         for key, option in GEN_KWARGS.items():
             value = kwargs.pop(key, None)
             if value is not None and not _explicit(self.overrides, f"generation.{option}"):
