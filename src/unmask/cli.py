@@ -52,6 +52,7 @@ DELEGATED = {
     "eval": ("unmask.evaluation", "evaluate a model and cache method on a task (accuracy, tokens/s), with records and resume"),
     "bench": ("unmask.bench", "compare methods side by side: table, CSV/JSON and plots"),
     "serve": ("unmask.serve", "OpenAI-compatible HTTP server"),
+    "lm-eval": ("unmask.lmeval.cli", "lm-evaluation-harness's command line with --model unmask and unmask's tasks"),
 }
 
 
