@@ -1,0 +1,224 @@
+"""Continuous batching: several requests' denoising loops share one batch canvas, one forward per step.
+
+Each request keeps its own `DenoisingLoop` (its options, commit rule, cache policy and the policy's
+per-sequence state, all in its own coordinates). A `SlotBatch` lays their canvases and stores side
+by side, right-aligned in one [B, T] batch (a shorter canvas is left-padded with invalid positions,
+which are never attention keys), and after that every loop's canvas and stores are views of the
+batch: what a loop commits lands in the batch, and what its policy reads is its own slice.
+
+Each step, every loop plans in its own coordinates; the plans, shifted to the batch's columns and
+padded by repetition (the rule of `Rows`), become one plan that `run_plan` executes for all, and
+each loop takes its own rows of the logits (and of the attention probabilities its layer hook asks
+for). Loops join and leave between steps; the batch is then rebuilt with one copy of each store.
+Nothing a loop computes depends on its companions, so greedy tokens equal the request alone (the
+engine is batch-invariant). A policy whose plan is not a `StepPlan` (dLLM-Cache: its own forward)
+runs its forward per loop, on the same views.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from .forward import StepOutput, run_plan
+from .kv_store import CanvasStore, LayerKV
+from .plan import StepContext, StepPlan
+from .rows import Rows
+from .state import CanvasState
+
+if TYPE_CHECKING:
+    from .loop import DenoisingLoop
+
+
+def _fit(x: Tensor, length: int, dim: int, fill) -> Tensor:
+    """x resized to `length` along `dim` at its start: left-padded with `fill`, or its leading part dropped."""
+    n = x.shape[dim]
+    if n == length:
+        return x
+    if n > length:
+        return x.narrow(dim, n - length, length)
+    shape = list(x.shape)
+    shape[dim] = length - n
+    return torch.cat([x.new_full(shape, fill), x], dim)
+
+
+def _merge_rows(sets: list[Rows], offsets: list[int]) -> Rows:
+    """One Rows [B, R] from each loop's [1, R_k] (shifted by its offset; shorter lists repeat their last row)."""
+    spans = {None if r.span is None else (r.span[0] + o, r.span[1] + o) for r, o in zip(sets, offsets)}
+    if len(spans) == 1 and None not in spans:
+        (start, end), = spans
+        return Rows(torch.cat([r.index + o for r, o in zip(sets, offsets)]), (start, end))
+    width = max(r.size for r in sets)
+    parts = []
+    for r, o in zip(sets, offsets):
+        index = r.index + o
+        if index.shape[1] < width:
+            index = torch.cat([index, index[:, -1:].expand(-1, width - index.shape[1])], 1)
+        parts.append(index)
+    return Rows(torch.cat(parts))
+
+
+def _merge_positions(positions: list[Tensor], offsets: list[int]) -> Tensor:
+    width = max(p.shape[1] for p in positions)
+    parts = [p + o for p, o in zip(positions, offsets)]
+    return torch.cat([torch.cat([p, p[:, -1:].expand(-1, width - p.shape[1])], 1) for p in parts])
+
+
+class SlotBatch:
+    """Single-sequence loops that step together; `step()` advances every loop by one denoising step.
+
+    All loops must keep the same kinds of stores (layer inputs, queries): the batcher groups requests
+    by cache method. `tokens` (loops x the batch's canvas length) is the memory the batch holds.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.loops: list[DenoisingLoop] = []
+        self._joining: list[DenoisingLoop] = []
+        self.state: CanvasState | None = None
+        self.offsets: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.loops) + len(self._joining)
+
+    @property
+    def length(self) -> int:
+        return max([loop.length for loop in self.loops + self._joining], default=0)
+
+    @property
+    def tokens(self) -> int:
+        return len(self) * self.length
+
+    def add(self, loop: DenoisingLoop) -> None:
+        """Join at the next step (a single-sequence loop, not yet run)."""
+        if loop.state.batch != 1:
+            raise ValueError(f"a slot holds one sequence; this loop has {loop.state.batch}")
+        loop.begin()
+        self._joining.append(loop)
+
+    def step(self) -> list[DenoisingLoop]:
+        """One denoising step of every loop; returns the loops that finished (they have left the batch)."""
+        contexts: list[StepContext] = []
+        staying, done = [], []
+        for loop in self.loops + self._joining:
+            ctx = loop.next_context()
+            if ctx is None:
+                done.append(loop)
+            else:
+                staying.append(loop)
+                contexts.append(ctx)
+        if staying != self.loops:
+            self._relayout(staying)
+        self._joining = []
+        if not self.loops:
+            return done
+        plans = [loop.policy.plan(loop.state, ctx) for loop, ctx in zip(self.loops, contexts)]
+        outputs = self._forward(plans)
+        for loop, ctx, plan, out in zip(self.loops, contexts, plans, outputs):
+            loop.finish_step(ctx, plan, out)
+        finished = [loop for loop in self.loops if not bool(loop.active.any())]
+        if finished:
+            self._relayout([loop for loop in self.loops if loop not in finished])
+        return done + finished
+
+    # -- the forward --------------------------------------------------------------------------------
+    def _forward(self, plans: list) -> list[StepOutput]:
+        alone = len(self.loops) == 1 and self.offsets[0] == 0  # the batch is the loop's own canvas
+        if alone or not all(isinstance(p, StepPlan) for p in plans):
+            return [loop.policy.forward(loop.state, plan) for loop, plan in zip(self.loops, plans)]
+        out = run_plan(self.module, self.state, self._merge(plans))
+        return [
+            StepOutput(out.logits[k : k + 1, : p.logit_positions.size], out.layer_rows, out.refreshed_layers)
+            for k, p in enumerate(plans)
+        ]
+
+    def _merge(self, plans: list[StepPlan]) -> StepPlan:
+        offsets = self.offsets
+        if any(p.refresh_from is not None for p in plans):
+            raise ValueError("plans with refresh_from cannot share a batch step")
+        hooked = [p for p in plans if p.layer_hook is not None]
+        if len({p.refresh_next for p in hooked}) > 1:
+            raise ValueError("plans with different refresh_next cannot share a batch step")
+        probs = None
+        if any(p.prob_positions is not None for p in plans):
+            probs = _merge_positions(
+                [p.prob_positions if p.prob_positions is not None else p.rows.index[:, :1] for p in plans], offsets
+            )
+        device = self.state.canvas.device
+        full = torch.tensor([p.rows.span == (0, loop.length) for p, loop in zip(plans, self.loops)], device=device)
+        return StepPlan(
+            rows=_merge_rows([p.rows for p in plans], offsets),
+            logit_positions=_merge_rows([p.logit_positions for p in plans], offsets),
+            prob_positions=probs,
+            layer_hook=self._hook(plans) if hooked else None,
+            refresh_next=bool(hooked and hooked[0].refresh_next),
+            full_rows=full,
+        )
+
+    def _hook(self, plans: list[StepPlan]):
+        """Each loop's layer hook on its own rows and columns of the batch's attention probabilities."""
+        counts = [None if p.prob_positions is None else p.prob_positions.shape[1] for p in plans]
+
+        def hook(layer: int, probs: Tensor | None, refreshing: Tensor) -> Tensor | None:
+            switches, any_switch = [], False
+            for k, (plan, off) in enumerate(zip(plans, self.offsets)):
+                switch = None
+                if plan.layer_hook is not None:
+                    own = None if probs is None or counts[k] is None else probs[k : k + 1, :, : counts[k], off:]
+                    switch = plan.layer_hook(layer, own, refreshing[k : k + 1])
+                any_switch |= switch is not None
+                switches.append(switch if switch is not None else torch.zeros(1, dtype=torch.bool, device=refreshing.device))
+            return torch.cat(switches) if any_switch else None
+
+        return hook
+
+    # -- the layout ---------------------------------------------------------------------------------
+    def _relayout(self, loops: list[DenoisingLoop]) -> None:
+        """Rebuild the batch for `loops` (stayers first, in order, then joiners) and re-point their views."""
+        old, kept = self.state, [i for i, loop in enumerate(self.loops) if loop in loops]
+        joining = [loop for loop in loops if loop not in self.loops]
+        self.loops = [self.loops[i] for i in kept] + joining
+        if not self.loops:
+            self.state, self.offsets = None, []
+            return
+        kinds = {(loop.state.store.inputs is None, loop.state.store.kv[0].q is None) for loop in self.loops}
+        if len(kinds) > 1:
+            raise ValueError("loops keeping different stores (layer inputs, queries) cannot share a batch")
+        length = max(loop.length for loop in self.loops)
+        index = torch.tensor(kept, dtype=torch.long, device=self.loops[0].state.canvas.device)
+
+        def stack(batch_of, own_of, dim: int, fill) -> Tensor:
+            parts = [] if not kept else [_fit(batch_of(old).index_select(0, index), length, dim, fill)]
+            parts += [_fit(own_of(loop.state), length, dim, fill) for loop in joining]
+            return torch.cat(parts)
+
+        pad = self.loops[0].special.pad
+        canvas = stack(lambda s: s.canvas, lambda s: s.canvas, 1, pad)
+        valid = stack(lambda s: s.valid, lambda s: s.valid, 1, False)
+        cos = stack(lambda s: s.cos, lambda s: s.cos, 1, 0.0)
+        sin = stack(lambda s: s.sin, lambda s: s.sin, 1, 0.0)
+        layers = []
+        for i in range(len(self.loops[0].state.store.kv)):
+            k = stack(lambda s: s.store.kv[i].k, lambda s: s.store.kv[i].k, 2, 0.0)
+            v = stack(lambda s: s.store.kv[i].v, lambda s: s.store.kv[i].v, 2, 0.0)
+            q = None
+            if self.loops[0].state.store.kv[i].q is not None:
+                q = stack(lambda s: s.store.kv[i].q, lambda s: s.store.kv[i].q, 2, 0.0)
+            layers.append((k, v, q))
+        inputs = None
+        if self.loops[0].state.store.inputs is not None:
+            inputs = [stack(lambda s: s.store.inputs[i], lambda s: s.store.inputs[i], 1, 0.0) for i in range(len(layers))]
+        store = CanvasStore.of([LayerKV.of(k, v, q) for k, v, q in layers], inputs)
+        self.state = CanvasState(canvas=canvas, valid=valid, store=store, cos=cos, sin=sin)
+        self.state.refresh_key_mask()
+        self.offsets = [length - loop.length for loop in self.loops]
+        for slot, (loop, off) in enumerate(zip(self.loops, self.offsets)):
+            own = loop.state
+            own.canvas = canvas[slot : slot + 1, off:]
+            for i, (k, v, q) in enumerate(layers):
+                own.store.kv[i].point_to(k[slot : slot + 1, :, off:], v[slot : slot + 1, :, off:],
+                                         None if q is None else q[slot : slot + 1, :, off:])
+            if inputs is not None:
+                own.store.inputs = [x[slot : slot + 1, off:] for x in inputs]
