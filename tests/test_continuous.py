@@ -5,6 +5,8 @@ one prompt, which never touches `engine.slots`."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from importlib import resources
 
 import pytest
@@ -14,6 +16,8 @@ import unmask
 from unmask.engine.slots import SlotBatch
 from unmask.generate import make_loop, result_of
 from unmask.models.tokenizer import encode_prompts
+from unmask.serve.batcher import Cancelled, Job
+from unmask.serve.continuous import ContinuousBatcher
 
 # Elastic-Cache at a high tau: at its default the bundled model answers in a step or two, too soon to join
 CACHES = [None, "prefix", {"name": "prefix", "use_dual": True}, "dllm", "d2cache", {"name": "elastic", "tau": 0.999}]
@@ -43,7 +47,7 @@ def run_slots(model, requests: list[tuple[list[int], dict]], cache, joins: list[
                 owner[id(loop)] = i
                 batch.add(loop)
                 waiting.remove(i)
-            members.append(sorted(owner[id(loop)] for loop in batch.loops + batch._joining))
+            members.append(sorted(owner[id(loop)] for loop in batch.members))
             for loop in batch.step():
                 tokens[owner[id(loop)]] = result_of(loop, loop.prompt_ids).token_ids[0]
             step += 1
@@ -87,3 +91,72 @@ def test_dream_joins_and_leaves_equal_alone(dream, cache):
 def _left_early(members: list[list[int]]) -> bool:
     """Some request left while two others went on decoding."""
     return any(len(b) >= 2 and set(b) < set(a) for a, b in zip(members, members[1:]))
+
+
+# -- the server's continuous batcher ---------------------------------------------------------------
+
+
+def _job(ids, box: list, **options):
+    options = {"gen_length": 16, "block_length": 8, **options}
+    return Job(input_ids=ids, cache="prefix", options=options, key="k", group="prefix", on_done=box.append)
+
+
+def _wait(boxes, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not all(boxes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(boxes)
+
+
+@pytest.mark.parametrize("budget_of", [1, 2])
+def test_tiny_budget_makes_requests_wait_and_all_complete_once(bundled, budget_of, monkeypatch):
+    """With room for `budget_of` requests, no step holds more; every request completes exactly once,
+    with its tokens alone."""
+    ids = encode_prompts(bundled, _questions(5), chat=True)
+    budget = budget_of * (max(len(p) for p in ids) + 16)
+    batcher = ContinuousBatcher(bundled, max_batch=8, max_queue=8, max_batch_tokens=budget)
+    held, step = [], ContinuousBatcher._step
+
+    def spy(self, group, batch):
+        held.append((len(batch), self._tokens()))
+        return step(self, group, batch)
+
+    monkeypatch.setattr(ContinuousBatcher, "_step", spy)
+    boxes = [[] for _ in ids]
+    for p, box in zip(ids, boxes):
+        batcher.submit(_job(p, box))
+    batcher.start()
+    try:
+        _wait(boxes)
+        time.sleep(0.05)  # a duplicate delivery would land now
+    finally:
+        batcher.close()
+    assert [len(box) for box in boxes] == [1] * len(ids)
+    assert max(n for n, _ in held) == budget_of and all(tokens <= budget for _, tokens in held)
+    for p, box in zip(ids, boxes):
+        assert box[0].token_ids == unmask.generate(bundled, input_ids=[p], cache="prefix", gen_length=16, block_length=8).token_ids[0]
+    assert max(box[0].queue_seconds for box in boxes) > 0.0
+
+
+def test_a_request_joins_a_running_batch_and_a_cancelled_one_leaves(bundled):
+    """B arrives while A decodes and joins A's batch; C is cancelled mid-decode; A and B equal alone."""
+    ids = encode_prompts(bundled, _questions(3), chat=True)
+    batcher = ContinuousBatcher(bundled, max_batch=8)
+    (a, b, c), started = [[], [], []], threading.Event()
+    job_a = _job(ids[0], a, gen_length=64, block_length=8)
+    job_a.on_prefix = lambda prefix: started.set()
+    job_c = _job(ids[2], c, gen_length=64, block_length=8)
+    batcher.start()
+    try:
+        batcher.submit(job_a)
+        batcher.submit(job_c)
+        assert started.wait(30)
+        batcher.submit(_job(ids[1], b))
+        batcher.cancel(job_c)
+        _wait([a, b, c])
+    finally:
+        batcher.close()
+    assert isinstance(c[0], Cancelled)
+    assert a[0].batch_size >= 2 and b[0].batch_size >= 2  # B joined a running batch
+    assert a[0].token_ids == unmask.generate(bundled, input_ids=[ids[0]], cache="prefix", gen_length=64, block_length=8).token_ids[0]
+    assert b[0].token_ids == unmask.generate(bundled, input_ids=[ids[1]], cache="prefix", gen_length=16, block_length=8).token_ids[0]

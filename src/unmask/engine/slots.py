@@ -84,8 +84,13 @@ class SlotBatch:
         return len(self.loops) + len(self._joining)
 
     @property
+    def members(self) -> list[DenoisingLoop]:
+        """Every loop in the batch, those joining at the next step included."""
+        return self.loops + self._joining
+
+    @property
     def length(self) -> int:
-        return max([loop.length for loop in self.loops + self._joining], default=0)
+        return max([loop.length for loop in self.members], default=0)
 
     @property
     def tokens(self) -> int:
@@ -102,7 +107,7 @@ class SlotBatch:
         """One denoising step of every loop; returns the loops that finished (they have left the batch)."""
         contexts: list[StepContext] = []
         staying, done = [], []
-        for loop in self.loops + self._joining:
+        for loop in self.members:
             ctx = loop.next_context()
             if ctx is None:
                 done.append(loop)

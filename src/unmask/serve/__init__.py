@@ -2,6 +2,10 @@
 
     unmask serve model=tiny cache=prefix generation.threshold=0.9 port=8000 max_batch=8
 
+By default batching is continuous (`serve.continuous`): a request joins a running batch at its
+next denoising step and leaves it when done; `continuous=false` runs whole batches of requests
+that arrived together (`serve.batcher`).
+
 Model, cache and generation overrides are those of `unmask eval` (unmask.config); the
 server's own settings are listed in SERVE_KEYS. Routes: POST /v1/chat/completions,
 POST /v1/completions, GET /v1/models, GET /health.
@@ -14,16 +18,20 @@ import sys
 SERVE_KEYS: dict[str, type] = {
     "host": str,
     "port": int,
+    "continuous": bool,  # requests join and leave running batches between denoising steps
     "max_batch": int,  # requests per batch
-    "max_batch_tokens": int,  # canvas positions per batch: requests x (longest prompt + gen_length)
+    # canvas positions per batch: requests x (longest prompt + gen_length); continuous: over all running
+    # batches, the admission budget (a request that does not fit waits)
+    "max_batch_tokens": int,
     "max_queue": int,  # waiting requests before new ones get 503
-    "workers": int,  # batches denoised concurrently
-    "batch_wait_ms": float,  # how long the oldest request waits for batch companions
+    "workers": int,  # batches denoised concurrently (continuous=false; continuous batching has one engine thread)
+    "batch_wait_ms": float,  # how long the oldest request waits for batch companions (continuous=false)
     "log_level": str,
 }
 DEFAULTS = {
     "host": "127.0.0.1",
     "port": 8000,
+    "continuous": True,
     "max_batch": 8,
     "max_batch_tokens": 16384,
     "max_queue": 64,
@@ -71,18 +79,10 @@ def _serve(argv: list[str]) -> int:
     import uvicorn
 
     from .app import create_app
-    from .batcher import RequestBatcher
     from .prepare import ServeSettings
 
     serve_settings = ServeSettings(model, overrides, cfg)
-    batcher = RequestBatcher(
-        model,
-        max_batch=settings["max_batch"],
-        max_queue=settings["max_queue"],
-        max_batch_tokens=settings["max_batch_tokens"],
-        workers=settings["workers"],
-        batch_wait=settings["batch_wait_ms"] / 1000,
-    )
+    batcher = make_batcher(model, settings)
     app = create_app(serve_settings, batcher)
     print(
         f"unmask serve: model '{serve_settings.name}' (cache={cfg.cache_name}) on "
@@ -92,6 +92,24 @@ def _serve(argv: list[str]) -> int:
     )
     uvicorn.run(app, host=settings["host"], port=settings["port"], log_level=settings["log_level"])
     return 0
+
+
+def make_batcher(model, settings: dict):
+    """The request scheduler the settings ask for: continuous batches or whole batches."""
+    from .batcher import RequestBatcher
+    from .continuous import ContinuousBatcher
+
+    if settings["continuous"]:
+        return ContinuousBatcher(model, max_batch=settings["max_batch"], max_queue=settings["max_queue"],
+                                 max_batch_tokens=settings["max_batch_tokens"])
+    return RequestBatcher(
+        model,
+        max_batch=settings["max_batch"],
+        max_queue=settings["max_queue"],
+        max_batch_tokens=settings["max_batch_tokens"],
+        workers=settings["workers"],
+        batch_wait=settings["batch_wait_ms"] / 1000,
+    )
 
 
 __all__ = ["main", "SERVE_KEYS"]

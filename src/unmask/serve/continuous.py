@@ -1,0 +1,225 @@
+"""Continuous batching for `unmask serve`: requests join a running batch at its next denoising step
+and leave it as soon as they are done.
+
+One worker thread owns the engine. Each admitted request gets its own denoising loop (its own
+options, commit rule and cache-policy state); loops of the same group (`Job.group`: the cache
+method and its settings) share a `SlotBatch`, which runs one forward per step for all of them.
+Every generation option is held per sequence, so requests that differ in gen_length, block_length,
+threshold, steps, temperature, ... share a batch; a different cache method or cache setting starts
+another batch (the worker steps the batches in turn), and a seeded sampled request runs in a batch
+of its own (its answer must not depend on other traffic).
+
+Memory is bounded by a canvas-token budget (`max_batch_tokens`: over all running batches, sequences
+x their batch's canvas length); a request that does not fit waits in the queue, first come first
+served, until finished requests free room. A request larger than the whole budget runs when nothing
+else does. The queue itself is bounded (`max_queue`): a full queue refuses new work (503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import torch
+
+from ..engine.slots import SlotBatch
+from ..generate import _PrefixReporter, make_loop, result_of
+from ..models.model import LoadedModel
+from .batcher import Cancelled, Job, Outcome, QueueFull, _deliver
+
+log = logging.getLogger("unmask.serve")
+
+
+class _Member:
+    """A running request: its job, its loop, when it was admitted and the largest batch it ran in."""
+
+    def __init__(self, job: Job, loop, admitted: float, batch_size: int):
+        self.job, self.loop, self.admitted, self.batch_size = job, loop, admitted, batch_size
+
+
+class ContinuousBatcher:
+    """The same interface as RequestBatcher (submit, cancel, stats, start, close), continuous batches."""
+
+    def __init__(self, model: LoadedModel, max_batch: int = 8, max_queue: int = 64, max_batch_tokens: int = 16384):
+        if min(max_batch, max_queue, max_batch_tokens) < 1:
+            raise ValueError("max_batch, max_queue and max_batch_tokens must be >= 1")
+        self.model = model
+        self.max_batch, self.max_queue, self.max_batch_tokens = max_batch, max_queue, max_batch_tokens
+        self._pending: list[Job] = []
+        self._batches: dict[str, SlotBatch] = {}
+        self._members: dict[int, _Member] = {}  # id(loop) -> member
+        self._cancelled = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- the request side --------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise QueueFull without queueing it."""
+        with self._cond:
+            if self._closed:
+                raise QueueFull("the server is shutting down")
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(f"{len(self._pending)} requests are waiting (max_queue={self.max_queue})")
+            self._pending.append(job)
+            self._cond.notify_all()
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: drop the job from the queue, or from its batch at the next step."""
+        with self._cond:
+            if job.cancelled or job.finished:
+                return
+            job.cancelled = True
+            self._cancelled += 1
+            queued = job in self._pending
+            if queued:
+                self._pending.remove(job)
+        if queued:
+            _deliver(job, Cancelled())
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"queued": len(self._pending), "running": len(self._members), "max_queue": self.max_queue,
+                    "cancelled": self._cancelled, "batch_tokens": self._tokens()}
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._closed = False
+            self._thread = threading.Thread(target=self._work, name="unmask-serve-continuous", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking work; queued and running jobs are failed so no caller waits forever."""
+        with self._cond:
+            self._closed = True
+            left, self._pending = self._pending, []
+            self._cond.notify_all()
+        for job in left:
+            _deliver(job, QueueFull("the server is shutting down"))
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- the worker ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        with torch.inference_mode():
+            while self._admit():
+                for group, batch in list(self._batches.items()):
+                    self._step(group, batch)
+        for member in list(self._members.values()):  # closed while running
+            _deliver(member.job, QueueFull("the server is shutting down"))
+        self._members.clear()
+
+    def _tokens(self) -> int:
+        return sum(batch.tokens for batch in self._batches.values())
+
+    def _admit(self) -> bool:
+        """Move queued jobs into batches while they fit (waiting while nothing runs); False once closed."""
+        while True:
+            with self._cond:
+                while not self._closed and not self._pending and not self._members:
+                    self._cond.wait()
+                if self._closed:
+                    return False
+                job = self._fits()
+                if job is None:
+                    return True
+                self._pending.remove(job)
+            self._join(job)
+
+    def _fits(self) -> Job | None:
+        """The oldest queued job if it fits the budget now (first come, first served), else None."""
+        if not self._pending:
+            return None
+        job = self._pending[0]
+        length = len(job.input_ids) + job.gen_length
+        batch = self._batches.get(self._group(job))
+        if batch is None:
+            needed = length
+        elif len(batch) >= self.max_batch:
+            return None
+        else:
+            needed = (len(batch) + 1) * max(batch.length, length) - batch.tokens
+        if self._members and self._tokens() + needed > self.max_batch_tokens:
+            return None
+        return job
+
+    @staticmethod
+    def _group(job: Job) -> str:
+        return job.group if job.group is not None else job.key
+
+    def _join(self, job: Job) -> None:
+        if job.cancelled:
+            return
+        try:
+            vocab = self.model.cfg.vocab_size
+            if any(not 0 <= t < vocab for t in job.input_ids):
+                raise ValueError(f"prompt token ids must be in [0, {vocab})")
+            loop = make_loop(self.model, input_ids=[job.input_ids], cache=job.cache, **job.options)
+        except Exception as exc:  # noqa: BLE001 - a request the engine refuses fails alone
+            log.warning("request refused: %s: %s", type(exc).__name__, exc)
+            _deliver(job, exc)
+            return
+        loop.cancelled = lambda _: job.cancelled
+        if job.on_prefix is not None:
+            loop.prefix_hook = _PrefixReporter(_listener(job), 1)
+        group = self._group(job)
+        batch = self._batches.setdefault(group, SlotBatch(self.model.module))
+        batch.add(loop)
+        self._members[id(loop)] = _Member(job, loop, time.perf_counter(), len(batch))
+
+    def _step(self, group: str, batch: SlotBatch) -> None:
+        for loop in batch.members:
+            member = self._members[id(loop)]
+            member.batch_size = max(member.batch_size, len(batch))
+        try:
+            left = batch.step()
+        except Exception as exc:  # noqa: BLE001 - the batch's state is unknown: its requests fail, the server goes on
+            log.warning("a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
+            left = batch.members
+            outcome: BaseException | None = exc
+            del self._batches[group]
+        else:
+            outcome = None
+            if not len(batch):
+                del self._batches[group]
+        for loop in left:
+            member = self._members.pop(id(loop))
+            _deliver(member.job, outcome or self._outcome(member))
+        if left:
+            with self._cond:
+                self._cond.notify_all()
+
+    @staticmethod
+    def _outcome(member: _Member) -> Outcome | BaseException:
+        if member.job.cancelled:
+            return Cancelled()
+        loop = member.loop
+        return Outcome(
+            token_ids=result_of(loop, loop.prompt_ids).token_ids[0],
+            nfe=loop.nfe[0],
+            seconds=loop.seconds[0],
+            queue_seconds=member.admitted - member.job.submitted,
+            batch_size=member.batch_size,
+        )
+
+
+def _listener(job: Job):
+    """The job's prefix listener, dropped (not fatal) once it fails or its client has gone."""
+    broken = False
+
+    def call(_: int, prefix: list[int]) -> None:
+        nonlocal broken
+        if broken or job.cancelled:
+            return
+        try:
+            job.on_prefix(prefix)
+        except Exception as exc:  # noqa: BLE001 - a broken listener must not stop the batch
+            log.warning("dropping a prefix listener: %s", exc)
+            broken = True
+
+    return call
