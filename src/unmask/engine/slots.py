@@ -130,17 +130,64 @@ class SlotBatch:
 
     # -- the forward --------------------------------------------------------------------------------
     def _forward(self, plans: list) -> list[StepOutput]:
-        alone = len(self.loops) == 1 and self.offsets[0] == 0  # the batch is the loop's own canvas
-        if alone or not all(isinstance(p, StepPlan) for p in plans):
+        """Each group of plans (`_groups`) as one forward; a loop alone in its group runs on its views."""
+        if not all(isinstance(p, StepPlan) for p in plans):
             return [loop.policy.forward(loop.state, plan) for loop, plan in zip(self.loops, plans)]
-        out = run_plan(self.module, self.state, self._merge(plans))
-        return [
-            StepOutput(out.logits[k : k + 1, : p.logit_positions.size], out.layer_rows, out.refreshed_layers)
-            for k, p in enumerate(plans)
-        ]
+        outputs: list[StepOutput | None] = [None] * len(plans)
+        for slots in self._groups(plans):
+            if len(slots) == 1:
+                loop = self.loops[slots[0]]
+                outputs[slots[0]] = loop.policy.forward(loop.state, plans[slots[0]])
+                continue
+            state, offsets, write_back = self._substate(slots)
+            members = [plans[k] for k in slots]
+            out = run_plan(self.module, state, self._merge(members, [self.loops[k] for k in slots], offsets))
+            write_back()
+            for row, (k, plan) in enumerate(zip(slots, members)):
+                outputs[k] = StepOutput(out.logits[row : row + 1, : plan.logit_positions.size], out.layer_rows, out.refreshed_layers)
+        return outputs
 
-    def _merge(self, plans: list[StepPlan]) -> StepPlan:
-        offsets = self.offsets
+    def _groups(self, plans: list[StepPlan]) -> list[list[int]]:
+        """Slots whose plans share a forward: a merged plan computes every sequence's rows padded to the
+        widest, so sequences refreshing all their rows and those computing a few go separately."""
+        full = [k for k, (p, loop) in enumerate(zip(plans, self.loops)) if p.rows.span == (0, loop.length)]
+        partial = [k for k in range(len(plans)) if k not in full]
+        return [group for group in (full, partial) if group]
+
+    def _substate(self, slots: list[int]):
+        """The batch restricted to `slots` and to their widest canvas: the batch itself when that is all of it,
+        else a gathered copy; returns it, the slots' offsets in it and the function that writes it back."""
+        st, length = self.state, max(self.loops[k].length for k in slots)
+        offsets = [length - self.loops[k].length for k in slots]
+        if len(slots) == len(self.loops) and length == st.length:
+            return st, offsets, lambda: None
+        index = torch.tensor(slots, dtype=torch.long, device=st.canvas.device)
+        cut = st.length - length
+        pairs: list[tuple[Tensor, Tensor, int]] = []  # (batch tensor, gathered copy, its position dim)
+
+        def take(x: Tensor | None, dim: int, written: bool = True) -> Tensor | None:
+            if x is None:
+                return None
+            part = x.narrow(dim, cut, length).index_select(0, index)
+            if written:
+                pairs.append((x, part, dim))
+            return part
+
+        kv = [LayerKV.of(take(layer.k, 2), take(layer.v, 2), take(layer.q, 2)) for layer in st.store.kv]
+        inputs = None if st.store.inputs is None else [take(x, 1) for x in st.store.inputs]
+        sub = CanvasState(
+            canvas=take(st.canvas, 1, False), valid=take(st.valid, 1, False), store=CanvasStore.of(kv, inputs),
+            cos=take(st.cos, 1, False), sin=take(st.sin, 1, False),
+        )
+        sub.refresh_key_mask()
+
+        def write_back() -> None:
+            for whole, part, dim in pairs:
+                whole.narrow(dim, cut, length).index_copy_(0, index, part)
+
+        return sub, offsets, write_back
+
+    def _merge(self, plans: list[StepPlan], loops: list[DenoisingLoop], offsets: list[int]) -> StepPlan:
         if any(p.refresh_from is not None for p in plans):
             raise ValueError("plans with refresh_from cannot share a batch step")
         hooked = [p for p in plans if p.layer_hook is not None]
@@ -152,23 +199,27 @@ class SlotBatch:
                 [p.prob_positions if p.prob_positions is not None else p.rows.index[:, :1] for p in plans], offsets
             )
         device = self.state.canvas.device
-        full = torch.tensor([p.rows.span == (0, loop.length) for p, loop in zip(plans, self.loops)], device=device)
+        whole = [p.rows.span == (0, loop.length) for p, loop in zip(plans, loops)]
+        rows = _merge_rows([p.rows for p in plans], offsets)
+        if all(whole):  # every row of every canvas, their left padding too: one span, the engine's fast path
+            rows = Rows.range(0, max(loop.length for loop in loops), len(plans), device)
         return StepPlan(
-            rows=_merge_rows([p.rows for p in plans], offsets),
+            rows=rows,
             logit_positions=_merge_rows([p.logit_positions for p in plans], offsets),
             prob_positions=probs,
-            layer_hook=self._hook(plans) if hooked else None,
+            layer_hook=self._hook(plans, offsets) if hooked else None,
             refresh_next=bool(hooked and hooked[0].refresh_next),
-            full_rows=full,
+            full_rows=torch.tensor(whole, device=device),
         )
 
-    def _hook(self, plans: list[StepPlan]):
+    @staticmethod
+    def _hook(plans: list[StepPlan], offsets: list[int]):
         """Each loop's layer hook on its own rows and columns of the batch's attention probabilities."""
         counts = [None if p.prob_positions is None else p.prob_positions.shape[1] for p in plans]
 
         def hook(layer: int, probs: Tensor | None, refreshing: Tensor) -> Tensor | None:
             switches, any_switch = [], False
-            for k, (plan, off) in enumerate(zip(plans, self.offsets)):
+            for k, (plan, off) in enumerate(zip(plans, offsets)):
                 switch = None
                 if plan.layer_hook is not None:
                     own = None if probs is None or counts[k] is None else probs[k : k + 1, :, : counts[k], off:]
