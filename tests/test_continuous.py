@@ -108,18 +108,18 @@ def _wait(boxes, timeout=60):
     assert all(boxes)
 
 
-@pytest.mark.parametrize("budget_of", [1, 2])
-def test_tiny_budget_makes_requests_wait_and_all_complete_once(bundled, budget_of, monkeypatch):
-    """With room for `budget_of` requests, no step holds more; every request completes exactly once,
-    with its tokens alone."""
+@pytest.mark.parametrize("budget_of, workers", [(1, 1), (2, 2)])
+def test_tiny_budget_makes_requests_wait_and_all_complete_once(bundled, budget_of, workers, monkeypatch):
+    """With room for `budget_of` requests, no step holds more (over all engine threads); every request
+    completes exactly once, with its tokens alone."""
     ids = encode_prompts(bundled, _questions(5), chat=True)
     budget = budget_of * (max(len(p) for p in ids) + 16)
-    batcher = ContinuousBatcher(bundled, max_batch=8, max_queue=8, max_batch_tokens=budget)
+    batcher = ContinuousBatcher(bundled, max_batch=8, max_queue=8, max_batch_tokens=budget, workers=workers)
     held, step = [], ContinuousBatcher._step
 
-    def spy(self, group, batch):
-        held.append((len(batch), self._tokens()))
-        return step(self, group, batch)
+    def spy(self, worker, group, batch):
+        held.append((self._running(), self._tokens()))
+        return step(self, worker, group, batch)
 
     monkeypatch.setattr(ContinuousBatcher, "_step", spy)
     boxes = [[] for _ in ids]

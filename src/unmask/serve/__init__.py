@@ -24,7 +24,7 @@ SERVE_KEYS: dict[str, type] = {
     # batches, the admission budget (a request that does not fit waits)
     "max_batch_tokens": int,
     "max_queue": int,  # waiting requests before new ones get 503
-    "workers": int,  # batches denoised concurrently (continuous=false; continuous batching has one engine thread)
+    "workers": int,  # engine threads: batches denoised concurrently
     "batch_wait_ms": float,  # how long the oldest request waits for batch companions (continuous=false)
     "log_level": str,
 }
@@ -101,7 +101,7 @@ def make_batcher(model, settings: dict):
 
     if settings["continuous"]:
         return ContinuousBatcher(model, max_batch=settings["max_batch"], max_queue=settings["max_queue"],
-                                 max_batch_tokens=settings["max_batch_tokens"])
+                                 max_batch_tokens=settings["max_batch_tokens"], workers=settings["workers"])
     return RequestBatcher(
         model,
         max_batch=settings["max_batch"],

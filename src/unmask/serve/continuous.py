@@ -1,12 +1,13 @@
 """Continuous batching for `unmask serve`: requests join a running batch at its next denoising step
 and leave it as soon as they are done.
 
-One worker thread owns the engine. Each admitted request gets its own denoising loop (its own
-options, commit rule and cache-policy state); loops of the same group (`Job.group`: the cache
-method and its settings) share a `SlotBatch`, which runs one forward per step for all of them.
+Engine threads (`workers`) each run their own batches. Each admitted request gets its own denoising
+loop (its own options, commit rule and cache-policy state); loops of the same group (`Job.group`:
+the cache method and its settings) on one thread share a `SlotBatch`, which runs one forward per
+step for all of them.
 Every generation option is held per sequence, so requests that differ in gen_length, block_length,
 threshold, steps, temperature, ... share a batch; a different cache method or cache setting starts
-another batch (the worker steps the batches in turn), and a seeded sampled request runs in a batch
+another batch (a thread steps its batches in turn), and a seeded sampled request runs in a batch
 of its own (its answer must not depend on other traffic).
 
 Memory is bounded by a canvas-token budget (`max_batch_tokens`: over all running batches, sequences
@@ -38,20 +39,36 @@ class _Member:
         self.job, self.loop, self.admitted, self.batch_size = job, loop, admitted, batch_size
 
 
-class ContinuousBatcher:
-    """The same interface as RequestBatcher (submit, cancel, stats, start, close), continuous batches."""
+class _Worker:
+    """One engine thread's batches (by group) and running requests (by id of their loop)."""
 
-    def __init__(self, model: LoadedModel, max_batch: int = 8, max_queue: int = 64, max_batch_tokens: int = 16384):
-        if min(max_batch, max_queue, max_batch_tokens) < 1:
-            raise ValueError("max_batch, max_queue and max_batch_tokens must be >= 1")
+    def __init__(self):
+        self.batches: dict[str, SlotBatch] = {}
+        self.members: dict[int, _Member] = {}
+
+    @property
+    def tokens(self) -> int:
+        return sum(batch.tokens for batch in self.batches.values())
+
+
+class ContinuousBatcher:
+    """The same interface as RequestBatcher (submit, cancel, stats, start, close), continuous batches.
+
+    `workers` engine threads each run their own batches (on a CPU, one thread per core keeps the cores
+    busy; on a GPU one is enough); a queued request goes to the thread running the fewest requests.
+    """
+
+    def __init__(self, model: LoadedModel, max_batch: int = 8, max_queue: int = 64, max_batch_tokens: int = 16384,
+                 workers: int = 1):
+        if min(max_batch, max_queue, max_batch_tokens, workers) < 1:
+            raise ValueError("max_batch, max_queue, max_batch_tokens and workers must be >= 1")
         self.model = model
         self.max_batch, self.max_queue, self.max_batch_tokens = max_batch, max_queue, max_batch_tokens
         self._pending: list[Job] = []
-        self._batches: dict[str, SlotBatch] = {}
-        self._members: dict[int, _Member] = {}  # id(loop) -> member
+        self._workers = [_Worker() for _ in range(workers)]
         self._cancelled = 0
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
 
     # -- the request side --------------------------------------------------------------------------
@@ -80,17 +97,19 @@ class ContinuousBatcher:
 
     def stats(self) -> dict[str, int]:
         with self._cond:
-            return {"queued": len(self._pending), "running": len(self._members), "max_queue": self.max_queue,
+            return {"queued": len(self._pending), "running": self._running(), "max_queue": self.max_queue,
                     "cancelled": self._cancelled, "batch_tokens": self._tokens()}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         with self._cond:
-            if self._thread is not None:
+            if self._threads:
                 return
             self._closed = False
-            self._thread = threading.Thread(target=self._work, name="unmask-serve-continuous", daemon=True)
-            self._thread.start()
+            for i, worker in enumerate(self._workers):
+                thread = threading.Thread(target=self._work, args=(worker,), name=f"unmask-serve-continuous-{i}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop taking work; queued and running jobs are failed so no caller waits forever."""
@@ -100,51 +119,60 @@ class ContinuousBatcher:
             self._cond.notify_all()
         for job in left:
             _deliver(job, QueueFull("the server is shutting down"))
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
-    # -- the worker ---------------------------------------------------------------------------------
-    def _work(self) -> None:
+    # -- the workers --------------------------------------------------------------------------------
+    def _work(self, worker: _Worker) -> None:
         with torch.inference_mode():
-            while self._admit():
-                for group, batch in list(self._batches.items()):
-                    self._step(group, batch)
-        for member in list(self._members.values()):  # closed while running
+            while self._admit(worker):
+                for group, batch in list(worker.batches.items()):
+                    self._step(worker, group, batch)
+        with self._cond:
+            left = list(worker.members.values())
+            worker.members.clear()
+            worker.batches.clear()
+        for member in left:  # closed while running
             _deliver(member.job, QueueFull("the server is shutting down"))
-        self._members.clear()
 
     def _tokens(self) -> int:
-        return sum(batch.tokens for batch in self._batches.values())
+        return sum(worker.tokens for worker in self._workers)
 
-    def _admit(self) -> bool:
-        """Move queued jobs into batches while they fit (waiting while nothing runs); False once closed."""
-        while True:
-            with self._cond:
-                while not self._closed and not self._pending and not self._members:
-                    self._cond.wait()
+    def _running(self) -> int:
+        return sum(len(worker.members) for worker in self._workers)
+
+    def _admit(self, worker: _Worker) -> bool:
+        """Move queued jobs into this worker's batches while they fit; wait while it has nothing to run.
+        False once closed."""
+        with self._cond:
+            while True:
                 if self._closed:
                     return False
-                job = self._fits()
-                if job is None:
+                job = self._fits(worker)
+                if job is not None:
+                    self._pending.remove(job)
+                    self._join(worker, job)
+                    continue
+                if worker.members:
                     return True
-                self._pending.remove(job)
-            self._join(job)
+                self._cond.wait()
 
-    def _fits(self) -> Job | None:
-        """The oldest queued job if it fits the budget now (first come, first served), else None."""
-        if not self._pending:
+    def _fits(self, worker: _Worker) -> Job | None:
+        """The oldest queued job if this worker should take it now, else None: first come, first served;
+        the worker running the fewest requests takes it; within the budget unless nothing runs at all."""
+        if not self._pending or len(worker.members) > min(len(w.members) for w in self._workers):
             return None
         job = self._pending[0]
         length = len(job.input_ids) + job.gen_length
-        batch = self._batches.get(self._group(job))
+        batch = worker.batches.get(self._group(job))
         if batch is None:
             needed = length
         elif len(batch) >= self.max_batch:
             return None
         else:
             needed = (len(batch) + 1) * max(batch.length, length) - batch.tokens
-        if self._members and self._tokens() + needed > self.max_batch_tokens:
+        if self._running() and self._tokens() + needed > self.max_batch_tokens:
             return None
         return job
 
@@ -152,7 +180,7 @@ class ContinuousBatcher:
     def _group(job: Job) -> str:
         return job.group if job.group is not None else job.key
 
-    def _join(self, job: Job) -> None:
+    def _join(self, worker: _Worker, job: Job) -> None:
         if job.cancelled:
             return
         try:
@@ -167,14 +195,13 @@ class ContinuousBatcher:
         loop.cancelled = lambda _: job.cancelled
         if job.on_prefix is not None:
             loop.prefix_hook = _PrefixReporter(_listener(job), 1)
-        group = self._group(job)
-        batch = self._batches.setdefault(group, SlotBatch(self.model.module))
+        batch = worker.batches.setdefault(self._group(job), SlotBatch(self.model.module))
         batch.add(loop)
-        self._members[id(loop)] = _Member(job, loop, time.perf_counter(), len(batch))
+        worker.members[id(loop)] = _Member(job, loop, time.perf_counter(), len(batch))
 
-    def _step(self, group: str, batch: SlotBatch) -> None:
+    def _step(self, worker: _Worker, group: str, batch: SlotBatch) -> None:
         for loop in batch.members:
-            member = self._members[id(loop)]
+            member = worker.members[id(loop)]
             member.batch_size = max(member.batch_size, len(batch))
         try:
             left = batch.step()
@@ -182,17 +209,20 @@ class ContinuousBatcher:
             log.warning("a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
             left = batch.members
             outcome: BaseException | None = exc
-            del self._batches[group]
+            with self._cond:
+                del worker.batches[group]
         else:
             outcome = None
             if not len(batch):
-                del self._batches[group]
-        for loop in left:
-            member = self._members.pop(id(loop))
+                with self._cond:
+                    del worker.batches[group]
+        if not left:
+            return
+        with self._cond:
+            members = [worker.members.pop(id(loop)) for loop in left]
+            self._cond.notify_all()
+        for member in members:
             _deliver(member.job, outcome or self._outcome(member))
-        if left:
-            with self._cond:
-                self._cond.notify_all()
 
     @staticmethod
     def _outcome(member: _Member) -> Outcome | BaseException:
