@@ -4,6 +4,7 @@ one prompt, which never touches `engine.slots`."""
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 import time
@@ -160,3 +161,24 @@ def test_a_request_joins_a_running_batch_and_a_cancelled_one_leaves(bundled):
     assert a[0].batch_size >= 2 and b[0].batch_size >= 2  # B joined a running batch
     assert a[0].token_ids == unmask.generate(bundled, input_ids=[ids[0]], cache="prefix", gen_length=64, block_length=8).token_ids[0]
     assert b[0].token_ids == unmask.generate(bundled, input_ids=[ids[1]], cache="prefix", gen_length=16, block_length=8).token_ids[0]
+
+
+# -- the load benchmark ------------------------------------------------------------------------------
+
+
+def test_load_benchmark_short_form_writes_its_table_and_plot(tmp_path):
+    """`unmask bench mode=serve` end to end: 2 clients x 2 requests against both servers."""
+    from unmask.bench import main
+
+    out = tmp_path / "serve"
+    code = main(["mode=serve", "clients=2", "requests=2", "rate=50", "server=inprocess", "model=tiny", "cache=prefix",
+                 "generation.threshold=0.9", f"output_dir={out}"])
+    assert code == 0
+    with open(out / "serve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"clients", "continuous", "requests_per_s", "tokens_per_s", "p50_s", "p99_s", "ttft_s"} <= set(rows[0])
+    assert [(r["clients"], r["continuous"]) for r in rows] == [("2", "true"), ("2", "false")]
+    for r in rows:
+        assert r["requests"] == "4" and r["errors"] == "0"
+        assert float(r["tokens_per_s"]) > 0 and 0 < float(r["ttft_s"]) <= float(r["p50_s"]) <= float(r["p99_s"])
+    assert (out / "serve.png").stat().st_size > 1000

@@ -79,6 +79,34 @@ class ServerProcess:
             self.proc.wait()
 
 
+class ServerThread:
+    """The same server in this process, on a uvicorn thread, serving an already loaded model (quick to
+    start, used by the short test; the clients then share the interpreter with the engine)."""
+
+    def __init__(self, args: list[str], model):
+        import uvicorn
+
+        from .serve import build_app
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app, _, _ = build_app([f"port={self.port}", *args], model=model)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="unmask-bench-server", daemon=True)
+        self.thread.start()
+
+    def wait(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the in-process server did not come up")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
 def arith_requests(model_path: str) -> list[tuple[str, int]]:
     """(question, max_tokens) of the bundled arith eval problems: the answer's tokens plus EOS."""
     from .models.tokenizer import Tokenizer
@@ -202,8 +230,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_serve_bench(rest: list[str], clients: list[int], requests: int, rate: float, threads: int | None,
-                    command: str) -> list[dict]:
-    """Start both servers, drive each with every client count (servers taking turns), write the files."""
+                    command: str, server: str = "subprocess") -> list[dict]:
+    """Start both servers, drive each with every client count (servers taking turns), write the files.
+
+    `server`: "subprocess" (the measurement: each server its own process) or "inprocess" (uvicorn
+    threads in this process sharing one loaded model: quick to start, for tests)."""
     import csv
 
     from . import plots
@@ -220,27 +251,35 @@ def run_serve_bench(rest: list[str], clients: list[int], requests: int, rate: fl
     cfg = resolve_config(config_args)  # a bad override fails here, before any server starts
     problems = arith_requests(require_model_path(cfg))
     out = Path(output_dir or Path("outputs") / "bench" / f"serve-{str(cfg.model['name']).replace(os.sep, '_')}")
-    servers = {flag: ServerProcess([f"continuous={str(flag).lower()}", *args], threads) for flag in (True, False)}
+    if server not in ("subprocess", "inprocess"):
+        raise ValueError(f"server={server!r}; valid choices: ['subprocess', 'inprocess']")
+    if server == "inprocess":
+        from .config import load_model
+
+        model = load_model(cfg)
+        servers = {flag: ServerThread([f"continuous={str(flag).lower()}", *args], model) for flag in (True, False)}
+    else:
+        servers = {flag: ServerProcess([f"continuous={str(flag).lower()}", *args], threads) for flag in (True, False)}
     rows: list[dict] = []
     try:
-        for server in servers.values():
-            server.wait()
-            drive(server.url, 1, 1, 1e6, problems, seed=99)  # warm-up
+        for running in servers.values():
+            running.wait()
+            drive(running.url, 1, 1, 1e6, problems, seed=99)  # warm-up
         for n in clients:
-            for flag, server in servers.items():
-                row = {**drive(server.url, n, requests, rate, problems), "continuous": flag}
+            for flag, running in servers.items():
+                row = {**drive(running.url, n, requests, rate, problems), "continuous": flag}
                 rows.append(row)
                 print(format_table([row]).splitlines()[1], file=sys.stderr, flush=True)
     finally:
-        for server in servers.values():
-            server.stop()
+        for running in servers.values():
+            running.stop()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "serve.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (str(r[k]).lower() if k == "continuous" else r[k]) for k in CSV_COLUMNS})
-    info: dict[str, Any] = {**machine(), "threads": threads, "command": command, "server_args": args,
+    info: dict[str, Any] = {**machine(), "threads": threads, "command": command, "server": server, "server_args": args,
                             "requests_per_client": requests, "rate_per_client": rate}
     (out / "serve.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
     title = f"{cfg.model['name']} {cfg.model['dtype']}, cache={cfg.cache_name}, {requests} requests/client, rate {rate:g}/s"

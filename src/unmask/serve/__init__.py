@@ -68,30 +68,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(argv: list[str]) -> int:
-    from ..config import load_model, reject_eval_only, resolve_config, split_overrides
-
-    own, overrides = split_overrides(argv, SERVE_KEYS)
-    settings = _settings(own)
-    cfg = resolve_config(overrides)
-    reject_eval_only(cfg, "unmask serve")
-    model = load_model(cfg)
-
     import uvicorn
 
-    from .app import create_app
-    from .prepare import ServeSettings
-
-    serve_settings = ServeSettings(model, overrides, cfg)
-    batcher = make_batcher(model, settings)
-    app = create_app(serve_settings, batcher)
+    app, settings, label = build_app(argv)
     print(
-        f"unmask serve: model '{serve_settings.name}' (cache={cfg.cache_name}) on "
-        f"http://{settings['host']}:{settings['port']}/v1",
+        f"unmask serve: model {label} on http://{settings['host']}:{settings['port']}/v1",
         file=sys.stderr,
         flush=True,
     )
     uvicorn.run(app, host=settings["host"], port=settings["port"], log_level=settings["log_level"])
     return 0
+
+
+def build_app(argv: list[str], model=None):
+    """(app, server settings, a description of the model and cache) from `unmask serve`'s arguments;
+    `model`, if given, is served instead of loading the configured one (the load benchmark's in-process
+    servers share one)."""
+    from ..config import load_model, reject_eval_only, resolve_config, split_overrides
+    from .app import create_app
+    from .prepare import ServeSettings
+
+    own, overrides = split_overrides(argv, SERVE_KEYS)
+    settings = _settings(own)
+    cfg = resolve_config(overrides)
+    reject_eval_only(cfg, "unmask serve")
+    model = model if model is not None else load_model(cfg)
+    serve_settings = ServeSettings(model, overrides, cfg)
+    app = create_app(serve_settings, make_batcher(model, settings))
+    return app, settings, f"'{serve_settings.name}' (cache={cfg.cache_name})"
 
 
 def make_batcher(model, settings: dict):
