@@ -119,7 +119,8 @@ def test_tiny_budget_makes_requests_wait_and_all_complete_once(bundled, budget_o
     held, step = [], ContinuousBatcher._step
 
     def spy(self, worker, group, batch):
-        held.append((self._running(), self._tokens()))
+        with self._cond:
+            held.append((self._running(), self._tokens()))
         return step(self, worker, group, batch)
 
     monkeypatch.setattr(ContinuousBatcher, "_step", spy)
@@ -182,3 +183,27 @@ def test_load_benchmark_short_form_writes_its_table_and_plot(tmp_path):
         assert r["requests"] == "4" and r["errors"] == "0"
         assert float(r["tokens_per_s"]) > 0 and 0 < float(r["ttft_s"]) <= float(r["p50_s"]) <= float(r["p99_s"])
     assert (out / "serve.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("caches", [
+    [{"name": "prefix"}, {"name": "prefix", "use_dual": True}, {"name": "prefix"}],
+    [{"name": "elastic", "tau": 0.999}, {"name": "elastic", "tau": 0.999, "refresh_from": "trigger", "gamma": 0.5},
+     {"name": "elastic", "tau": 0.95}],
+], ids=["prefix-dual", "elastic"])
+def test_one_batch_holds_different_cache_settings(bundled, caches):
+    """Cache settings are per sequence: PrefixCache beside DualCache, and Elastic-Cache with other
+    gamma, tau and refresh_from, share one batch, each with its tokens alone."""
+    ids = encode_prompts(bundled, _questions(3), chat=True)
+    batch, loops = SlotBatch(bundled.module), []
+    with torch.inference_mode():
+        for p, cache in zip(ids, caches):
+            options = {"gen_length": 32} if cache["name"] == "elastic" else {"gen_length": 32, "block_length": 8}
+            loops.append((make_loop(bundled, input_ids=[p], cache=cache, **options), p, cache, options))
+            batch.add(loops[-1][0])
+        sizes = []
+        while len(batch):
+            sizes.append(len(batch))
+            batch.step()
+    assert max(sizes) == 3
+    for loop, p, cache, options in loops:
+        assert result_of(loop, [p]).token_ids[0] == unmask.generate(bundled, input_ids=[p], cache=cache, **options).token_ids[0]

@@ -69,8 +69,8 @@ def _merge_positions(positions: list[Tensor], offsets: list[int]) -> Tensor:
 class SlotBatch:
     """Single-sequence loops that step together; `step()` advances every loop by one denoising step.
 
-    All loops must keep the same kinds of stores (layer inputs, queries): the batcher groups requests
-    by cache method. `tokens` (loops x the batch's canvas length) is the memory the batch holds.
+    All loops must keep the same kinds of stores (layer inputs, queries): the server groups requests
+    by cache method (each loop's cache settings and decoding options are its own). `tokens` (loops x the batch's canvas length) is the memory the batch holds.
     """
 
     def __init__(self, module):
@@ -149,10 +149,13 @@ class SlotBatch:
 
     def _groups(self, plans: list[StepPlan]) -> list[list[int]]:
         """Slots whose plans share a forward: a merged plan computes every sequence's rows padded to the
-        widest, so sequences refreshing all their rows and those computing a few go separately."""
-        full = [k for k, (p, loop) in enumerate(zip(plans, self.loops)) if p.rows.span == (0, loop.length)]
-        partial = [k for k in range(len(plans)) if k not in full]
-        return [group for group in (full, partial) if group]
+        widest, so sequences refreshing all their rows and those computing a few go separately; so do
+        plans whose layer hooks refresh differently (`refresh_next`, `refresh_from`)."""
+        groups: dict[tuple, list[int]] = {}
+        for k, (p, loop) in enumerate(zip(plans, self.loops)):
+            key = (p.rows.span == (0, loop.length), p.layer_hook is not None and p.refresh_next, p.refresh_from)
+            groups.setdefault(key, []).append(k)
+        return list(groups.values())
 
     def _substate(self, slots: list[int]):
         """The batch restricted to `slots` and to their widest canvas: the batch itself when that is all of it,
@@ -188,11 +191,8 @@ class SlotBatch:
         return sub, offsets, write_back
 
     def _merge(self, plans: list[StepPlan], loops: list[DenoisingLoop], offsets: list[int]) -> StepPlan:
-        if any(p.refresh_from is not None for p in plans):
-            raise ValueError("plans with refresh_from cannot share a batch step")
+        """One plan for a group of loops' plans (`_groups`: they agree on refresh_from and refresh_next)."""
         hooked = [p for p in plans if p.layer_hook is not None]
-        if len({p.refresh_next for p in hooked}) > 1:
-            raise ValueError("plans with different refresh_next cannot share a batch step")
         probs = None
         if any(p.prob_positions is not None for p in plans):
             probs = _merge_positions(
@@ -208,6 +208,7 @@ class SlotBatch:
             logit_positions=_merge_rows([p.logit_positions for p in plans], offsets),
             prob_positions=probs,
             layer_hook=self._hook(plans, offsets) if hooked else None,
+            refresh_from=plans[0].refresh_from,
             refresh_next=bool(hooked and hooked[0].refresh_next),
             full_rows=torch.tensor(whole, device=device),
         )

@@ -2,13 +2,12 @@
 and leave it as soon as they are done.
 
 Engine threads (`workers`) each run their own batches. Each admitted request gets its own denoising
-loop (its own options, commit rule and cache-policy state); loops of the same group (`Job.group`:
-the cache method and its settings) on one thread share a `SlotBatch`, which runs one forward per
-step for all of them.
-Every generation option is held per sequence, so requests that differ in gen_length, block_length,
-threshold, steps, temperature, ... share a batch; a different cache method or cache setting starts
-another batch (a thread steps its batches in turn), and a seeded sampled request runs in a batch
-of its own (its answer must not depend on other traffic).
+loop (its own options, commit rule, cache settings and cache-policy state); loops of the same group
+(`Job.group`: the cache method) on one thread share a `SlotBatch`, which runs one forward per step
+for all of them. So requests that differ in gen_length, block_length, threshold, steps, temperature,
+cache settings, ... share a batch; another cache method starts another batch (a thread steps its
+batches in turn), and a seeded sampled request runs in a batch of its own (its answer must not
+depend on other traffic).
 
 Memory is bounded by a canvas-token budget (`max_batch_tokens`: over all running batches, sequences
 x their batch's canvas length); a request that does not fit waits in the queue, first come first
@@ -35,8 +34,9 @@ log = logging.getLogger("unmask.serve")
 class _Member:
     """A running request: its job, its loop, when it was admitted and the largest batch it ran in."""
 
-    def __init__(self, job: Job, loop, admitted: float, batch_size: int):
-        self.job, self.loop, self.admitted, self.batch_size = job, loop, admitted, batch_size
+    def __init__(self, job: Job, loop, group: str, admitted: float, batch_size: int):
+        self.job, self.loop, self.group, self.admitted, self.batch_size = job, loop, group, admitted, batch_size
+        self.length = len(job.input_ids) + job.gen_length  # its canvas
 
 
 class _Worker:
@@ -46,9 +46,15 @@ class _Worker:
         self.batches: dict[str, SlotBatch] = {}
         self.members: dict[int, _Member] = {}
 
-    @property
-    def tokens(self) -> int:
-        return sum(batch.tokens for batch in self.batches.values())
+    def tokens(self, extra: tuple[str, int] | None = None) -> int:
+        """Canvas positions its batches hold (with `extra` = (group, length) joining): per batch, requests x
+        the longest canvas. Counted from the members, which change under the batcher's lock only."""
+        shapes: dict[str, tuple[int, int]] = {}
+        joining = [(m.group, m.length) for m in self.members.values()] + ([extra] if extra else [])
+        for group, length in joining:
+            n, longest = shapes.get(group, (0, 0))
+            shapes[group] = (n + 1, max(longest, length))
+        return sum(n * longest for n, longest in shapes.values())
 
 
 class ContinuousBatcher:
@@ -137,7 +143,7 @@ class ContinuousBatcher:
             _deliver(member.job, QueueFull("the server is shutting down"))
 
     def _tokens(self) -> int:
-        return sum(worker.tokens for worker in self._workers)
+        return sum(worker.tokens() for worker in self._workers)
 
     def _running(self) -> int:
         return sum(len(worker.members) for worker in self._workers)
@@ -164,15 +170,12 @@ class ContinuousBatcher:
         if not self._pending or len(worker.members) > min(len(w.members) for w in self._workers):
             return None
         job = self._pending[0]
-        length = len(job.input_ids) + job.gen_length
-        batch = worker.batches.get(self._group(job))
-        if batch is None:
-            needed = length
-        elif len(batch) >= self.max_batch:
+        group = self._group(job)
+        batch = worker.batches.get(group)
+        if batch is not None and len(batch) >= self.max_batch:
             return None
-        else:
-            needed = (len(batch) + 1) * max(batch.length, length) - batch.tokens
-        if self._running() and self._tokens() + needed > self.max_batch_tokens:
+        after = self._tokens() - worker.tokens() + worker.tokens((group, len(job.input_ids) + job.gen_length))
+        if self._running() and after > self.max_batch_tokens:
             return None
         return job
 
@@ -195,9 +198,10 @@ class ContinuousBatcher:
         loop.cancelled = lambda _: job.cancelled
         if job.on_prefix is not None:
             loop.prefix_hook = _PrefixReporter(_listener(job), 1)
-        batch = worker.batches.setdefault(self._group(job), SlotBatch(self.model.module))
+        group = self._group(job)
+        batch = worker.batches.setdefault(group, SlotBatch(self.model.module))
         batch.add(loop)
-        worker.members[id(loop)] = _Member(job, loop, time.perf_counter(), len(batch))
+        worker.members[id(loop)] = _Member(job, loop, group, time.perf_counter(), len(batch))
 
     def _step(self, worker: _Worker, group: str, batch: SlotBatch) -> None:
         for loop in batch.members:

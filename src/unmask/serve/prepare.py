@@ -48,7 +48,7 @@ class Prepared:
     key: str  # requests with equal keys may share a batch
     stream: bool
     include_usage: bool
-    group: str = ""  # requests with equal groups may share a continuous batch (options are per sequence)
+    group: str = ""  # requests with equal groups (cache method) may share a continuous batch
 
 
 def unmask_keys() -> list[str]:
@@ -260,7 +260,7 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
     stochastic = is_stochastic(opts)
     shared = {k: v for k, v in options.items() if stochastic or k != "seed"}  # greedy ignores the seed
     key = json.dumps({"cache": cache, "options": shared}, sort_keys=True)
-    group = json.dumps({"cache": cache}, sort_keys=True)
+    group = "null" if cache is None else str(cache["name"])  # cache settings and options are held per sequence
     if stochastic and opts.seed is not None:
         key += uuid.uuid4().hex  # a seeded sample runs alone: its answer must not depend on other traffic
         group = key
