@@ -139,8 +139,9 @@ class SlotBatch:
                 loop = self.loops[slots[0]]
                 outputs[slots[0]] = loop.policy.forward(loop.state, plans[slots[0]])
                 continue
-            state, offsets, write_back = self._substate(slots)
             members = [plans[k] for k in slots]
+            whole = all(p.rows.span == (0, self.loops[k].length) for k, p in zip(slots, members))
+            state, offsets, write_back = self._substate(slots, fresh=whole)
             out = run_plan(self.module, state, self._merge(members, [self.loops[k] for k in slots], offsets))
             write_back()
             for row, (k, plan) in enumerate(zip(slots, members)):
@@ -157,9 +158,10 @@ class SlotBatch:
             groups.setdefault(key, []).append(k)
         return list(groups.values())
 
-    def _substate(self, slots: list[int]):
+    def _substate(self, slots: list[int], fresh: bool = False):
         """The batch restricted to `slots` and to their widest canvas: the batch itself when that is all of it,
-        else a gathered copy; returns it, the slots' offsets in it and the function that writes it back."""
+        else a gathered copy; returns it, the slots' offsets in it and the function that writes it back.
+        `fresh`: the forward rewrites every row of the stores, so they are not gathered, only written back."""
         st, length = self.state, max(self.loops[k].length for k in slots)
         offsets = [length - self.loops[k].length for k in slots]
         if len(slots) == len(self.loops) and length == st.length:
@@ -171,7 +173,13 @@ class SlotBatch:
         def take(x: Tensor | None, dim: int, written: bool = True) -> Tensor | None:
             if x is None:
                 return None
-            part = x.narrow(dim, cut, length).index_select(0, index)
+            part = x.narrow(dim, cut, length)
+            if fresh and written:
+                shape = list(part.shape)
+                shape[0] = len(slots)
+                part = part.new_empty(shape)
+            else:
+                part = part.index_select(0, index)
             if written:
                 pairs.append((x, part, dim))
             return part
@@ -247,7 +255,9 @@ class SlotBatch:
         index = torch.tensor(kept, dtype=torch.long, device=self.loops[0].state.canvas.device)
 
         def stack(batch_of, own_of, dim: int, fill) -> Tensor:
-            parts = [] if not kept else [_fit(batch_of(old).index_select(0, index), length, dim, fill)]
+            every = len(kept) == old.batch if old is not None else False
+            stay = batch_of(old) if every else batch_of(old).index_select(0, index) if kept else None
+            parts = [] if stay is None else [_fit(stay, length, dim, fill)]
             parts += [_fit(own_of(loop.state), length, dim, fill) for loop in joining]
             return torch.cat(parts)
 

@@ -24,7 +24,7 @@ SERVE_KEYS: dict[str, type] = {
     # batches, the admission budget (a request that does not fit waits)
     "max_batch_tokens": int,
     "max_queue": int,  # waiting requests before new ones get 503
-    "workers": int,  # engine threads: batches denoised concurrently
+    "workers": int,  # engine threads: batches denoised concurrently (default 2; with continuous batching 1)
     "batch_wait_ms": float,  # how long the oldest request waits for batch companions (continuous=false)
     "log_level": str,
 }
@@ -48,6 +48,8 @@ settings (defaults): """ + " ".join(f"{k}={v}" for k, v in DEFAULTS.items())
 
 def _settings(own: dict) -> dict:
     settings = {**DEFAULTS, **own}
+    if settings["continuous"] and "workers" not in own:
+        settings["workers"] = 1  # one engine thread steps every running request (more contend for the GIL)
     if not 1 <= settings["port"] <= 65535:
         raise ValueError(f"port={settings['port']} must be in 1..65535")
     for key in ("max_batch", "max_batch_tokens", "max_queue", "workers"):
