@@ -207,3 +207,19 @@ def test_one_batch_holds_different_cache_settings(bundled, caches):
     assert max(sizes) == 3
     for loop, p, cache, options in loops:
         assert result_of(loop, [p]).token_ids[0] == unmask.generate(bundled, input_ids=[p], cache=cache, **options).token_ids[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["clients=0"], "clients=[0] must be one or more counts >= 1"),
+    (["server=bogus"], "server='bogus'; valid choices"),
+    (["continuous=true"], "continuous= is not a bench setting"),
+    (["dataset.limit=3"], "only apply to evaluation runs"),
+    (["mode=engine", "clients=4"], "clients= belongs to mode=serve"),
+])
+def test_bad_load_benchmark_input_fails_before_any_server_starts(args, message, tmp_path, capsys):
+    from unmask.bench import main
+
+    argv = args if args[0].startswith("mode=") else ["mode=serve", *args]
+    assert main([*argv, f"output_dir={tmp_path / 'out'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

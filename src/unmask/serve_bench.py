@@ -238,10 +238,12 @@ def run_serve_bench(rest: list[str], clients: list[int], requests: int, rate: fl
     import csv
 
     from . import plots
-    from .config import require_model_path, resolve_config, split_overrides
+    from .config import reject_eval_only, require_model_path, resolve_config, split_overrides
     from .machine_info import machine
     from .serve import SERVE_KEYS
 
+    if server not in ("subprocess", "inprocess"):
+        raise ValueError(f"server={server!r}; valid choices: ['subprocess', 'inprocess']")
     if not clients or min(clients) < 1:
         raise ValueError(f"clients={clients} must be one or more counts >= 1")
     if requests < 1 or rate <= 0:
@@ -249,10 +251,9 @@ def run_serve_bench(rest: list[str], clients: list[int], requests: int, rate: fl
     args, output_dir = split_server_args(rest)
     _, config_args = split_overrides(args, SERVE_KEYS)
     cfg = resolve_config(config_args)  # a bad override fails here, before any server starts
+    reject_eval_only(cfg, "unmask bench mode=serve")
     problems = arith_requests(require_model_path(cfg))
     out = Path(output_dir or Path("outputs") / "bench" / f"serve-{str(cfg.model['name']).replace(os.sep, '_')}")
-    if server not in ("subprocess", "inprocess"):
-        raise ValueError(f"server={server!r}; valid choices: ['subprocess', 'inprocess']")
     if server == "inprocess":
         from .config import load_model
 
