@@ -75,14 +75,16 @@ def test_join_mid_decode_and_leave_early_equal_alone(bundled, cache):
     assert _left_early(members)
 
 
-@pytest.mark.parametrize("cache", ["prefix", "elastic"])
+@pytest.mark.parametrize("cache", CACHES, ids=CACHE_IDS)
 def test_dream_joins_and_leaves_equal_alone(dream, cache):
     """Shifted logits (a Dream checkpoint): the same, on a random model."""
     requests = [([5, 6, 7, 8, 9], {"gen_length": 24, "block_length": 8}), ([11, 12], {"gen_length": 8, "block_length": 8}),
                 ([13, 14, 15], {"gen_length": 16, "block_length": 8})]
-    if cache == "elastic":
-        for _, options in requests:
+    for _, options in requests:
+        if isinstance(cache, dict) and cache["name"] == "elastic":
             options.pop("block_length")
+        if cache == "d2cache":
+            options["alg"] = "maskgit_plus"  # its certainty prior needs a probability confidence
     tokens, members = run_slots(dream, requests, cache, joins=[0, 1, 2])
     for i, (prompt, options) in enumerate(requests):
         assert tokens[i] == unmask.generate(dream, input_ids=[prompt], cache=cache, **options).token_ids[0]
