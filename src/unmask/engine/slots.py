@@ -77,16 +77,17 @@ class SlotBatch:
         self.module = module
         self.loops: list[DenoisingLoop] = []
         self._joining: list[DenoisingLoop] = []
+        self._gone: list[DenoisingLoop] = []  # finished at the last step; their slots go at the next relayout
         self.state: CanvasState | None = None
         self.offsets: list[int] = []
 
     def __len__(self) -> int:
-        return len(self.loops) + len(self._joining)
+        return len(self.members)
 
     @property
     def members(self) -> list[DenoisingLoop]:
         """Every loop in the batch, those joining at the next step included."""
-        return self.loops + self._joining
+        return [loop for loop in self.loops if loop not in self._gone] + self._joining
 
     @property
     def length(self) -> int:
@@ -116,17 +117,16 @@ class SlotBatch:
                 contexts.append(ctx)
         if staying != self.loops:
             self._relayout(staying)
-        self._joining = []
+        self._joining, self._gone = [], []
         if not self.loops:
             return done
         plans = [loop.policy.plan(loop.state, ctx) for loop, ctx in zip(self.loops, contexts)]
         outputs = self._forward(plans)
         for loop, ctx, plan, out in zip(self.loops, contexts, plans, outputs):
             loop.finish_step(ctx, plan, out)
-        finished = [loop for loop in self.loops if not bool(loop.active.any())]
-        if finished:
-            self._relayout([loop for loop in self.loops if loop not in finished])
-        return done + finished
+        # Finished loops leave now; their slots are compacted away with the next step's joins (one copy).
+        self._gone = [loop for loop in self.loops if not bool(loop.active.any())]
+        return done + self._gone
 
     # -- the forward --------------------------------------------------------------------------------
     def _forward(self, plans: list) -> list[StepOutput]:
