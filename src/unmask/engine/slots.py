@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from .loop import DenoisingLoop
 
 
+# A forward's sequences keep at least this share of its canvas length as their own (the rest is padding).
+FILL = 0.8
+
+
 def _fit(x: Tensor, length: int, dim: int, fill) -> Tensor:
     """x resized to `length` along `dim` at its start: left-padded with `fill`, or its leading part dropped."""
     n = x.shape[dim]
@@ -156,7 +160,19 @@ class SlotBatch:
         for k, (p, loop) in enumerate(zip(plans, self.loops)):
             key = (p.rows.span == (0, loop.length), p.layer_hook is not None and p.refresh_next, p.refresh_from)
             groups.setdefault(key, []).append(k)
-        return list(groups.values())
+        return [bucket for group in groups.values() for bucket in self._by_length(group)]
+
+    def _by_length(self, slots: list[int]) -> list[list[int]]:
+        """Split a group so that no canvas is padded by more than 1 - FILL of its bucket's length: a
+        sequence's rows and keys are padded to the longest canvas of its forward."""
+        order = sorted(slots, key=lambda k: -self.loops[k].length)
+        buckets: list[list[int]] = []
+        for k in order:
+            if buckets and self.loops[k].length >= FILL * self.loops[buckets[-1][0]].length:
+                buckets[-1].append(k)
+            else:
+                buckets.append([k])
+        return [sorted(bucket) for bucket in buckets]
 
     def _substate(self, slots: list[int], fresh: bool = False):
         """The batch restricted to `slots` and to their widest canvas: the batch itself when that is all of it,
