@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import unmask
+from unmask.engine import slots as slots_module
 from unmask.engine.slots import SlotBatch
 from unmask.generate import make_loop, result_of
 from unmask.models.tokenizer import encode_prompts
@@ -37,21 +38,33 @@ def bundled():
 
 def run_slots(model, requests: list[tuple[list[int], dict]], cache, joins: list[int]):
     """Run requests through one SlotBatch, request i joining before step joins[i]; returns each one's
-    tokens and, per step, which requests ran it."""
+    tokens and, per step, which requests ran it. Asserts that some forward ran several of them."""
     batch, owner, tokens, members = SlotBatch(model.module), {}, {}, []
     waiting, step = list(range(len(requests))), 0
-    with torch.inference_mode():
-        while waiting or len(batch):
-            for i in [i for i in waiting if joins[i] <= step]:
-                ids, options = requests[i]
-                loop = make_loop(model, input_ids=[ids], cache=cache, **options)
-                owner[id(loop)] = i
-                batch.add(loop)
-                waiting.remove(i)
-            members.append(sorted(owner[id(loop)] for loop in batch.members))
-            for loop in batch.step():
-                tokens[owner[id(loop)]] = result_of(loop, loop.prompt_ids).token_ids[0]
-            step += 1
+    merged, run_plan = [], slots_module.run_plan
+
+    def counted(module, state, plan):
+        merged.append(state.batch)
+        return run_plan(module, state, plan)
+
+    slots_module.run_plan = counted
+    try:
+        with torch.inference_mode():
+            while waiting or len(batch):
+                for i in [i for i in waiting if joins[i] <= step]:
+                    ids, options = requests[i]
+                    loop = make_loop(model, input_ids=[ids], cache=cache, **options)
+                    owner[id(loop)] = i
+                    batch.add(loop)
+                    waiting.remove(i)
+                members.append(sorted(owner[id(loop)] for loop in batch.members))
+                for loop in batch.step():
+                    tokens[owner[id(loop)]] = result_of(loop, loop.prompt_ids).token_ids[0]
+                step += 1
+    finally:
+        slots_module.run_plan = run_plan
+    if cache != "dllm":  # dLLM-Cache runs its own forward per request
+        assert max(merged, default=0) >= 2, "no forward ran two requests together"
     return tokens, members
 
 
@@ -78,11 +91,14 @@ def test_join_mid_decode_and_leave_early_equal_alone(bundled, cache):
 @pytest.mark.parametrize("cache", CACHES, ids=CACHE_IDS)
 def test_dream_joins_and_leaves_equal_alone(dream, cache):
     """Shifted logits (a Dream checkpoint): the same, on a random model."""
-    requests = [([5, 6, 7, 8, 9], {"gen_length": 24, "block_length": 8}), ([11, 12], {"gen_length": 8, "block_length": 8}),
-                ([13, 14, 15], {"gen_length": 16, "block_length": 8})]
+    # Canvases of 29, 26 and 27 positions (one forward, offsets 0, 3, 2); request 1 takes half the steps.
+    requests = [([5, 6, 7, 8, 9], {"gen_length": 24, "block_length": 8}),
+                ([11, 12], {"gen_length": 24, "block_length": 8, "steps": 12}),
+                ([13, 14, 15], {"gen_length": 24, "block_length": 8})]
     for _, options in requests:
         if isinstance(cache, dict) and cache["name"] == "elastic":
             options.pop("block_length")
+            options.pop("steps", None)  # the threshold rule
         if cache == "d2cache":
             options["alg"] = "maskgit_plus"  # its certainty prior needs a probability confidence
     tokens, members = run_slots(dream, requests, cache, joins=[0, 1, 2])
