@@ -241,3 +241,11 @@ def test_bad_load_benchmark_input_fails_before_any_server_starts(args, message, 
     assert main([*argv, f"output_dir={tmp_path / 'out'}"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_continuous_batching_has_its_own_defaults_and_the_command_line_wins():
+    from unmask.serve import _settings
+
+    assert (_settings({})["workers"], _settings({})["max_batch"]) == (1, 16)
+    assert (_settings({"continuous": False})["workers"], _settings({"continuous": False})["max_batch"]) == (2, 8)
+    assert _settings({"workers": 3, "max_batch": 4}) == {**_settings({}), "workers": 3, "max_batch": 4}
