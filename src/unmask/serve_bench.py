@@ -283,7 +283,8 @@ def run_serve_bench(rest: list[str], clients: list[int], requests: int, rate: fl
     info: dict[str, Any] = {**machine(), "threads": threads, "command": command, "server": server, "server_args": args,
                             "requests_per_client": requests, "rate_per_client": rate}
     (out / "serve.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
-    title = f"{cfg.model['name']} {cfg.model['dtype']}, cache={cfg.cache_name}, {requests} requests/client, rate {rate:g}/s"
+    settings = " ".join(a for a in args if not a.startswith("model=")) or f"cache={cfg.cache_name}"
+    title = f"{cfg.model['name']} {cfg.model['dtype']}, {settings}\n{requests} requests/client, rate {rate:g}/s per client"
     plots.serve_load(rows, out / "serve.png", title=title)
     print(format_table(rows))
     print(f"wrote {out / 'serve.csv'}, {out / 'serve.json'} and {out / 'serve.png'}")
