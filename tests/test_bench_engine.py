@@ -53,7 +53,7 @@ def test_full_forward_flops_match_the_layer_shapes(ckpt):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["mode=bogus"], "mode='bogus'; valid choices: ['methods', 'engine']"),
+        (["mode=bogus"], "mode='bogus'; valid choices: ['methods', 'engine', 'serve']"),
         (["mode=engine", "methods=baseline"], "methods= belongs to mode=methods, not mode=engine"),
         (["repeat=2"], "repeat= belongs to mode=engine, not mode=methods"),
         (["mode=engine", "generation.threshold=0.5"], "'generation.threshold=0.5' is not a mode=engine setting"),

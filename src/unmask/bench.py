@@ -52,12 +52,14 @@ METHODS: dict[str, list[str]] = {
 }
 OWN_KEYS: dict[str, Any] = {
     "mode": str, "methods": list, "lengths": list[int], "trace": bool, "trace_methods": list, "threads": int,
-    "repeat": int, "runs": int, "cprofile": bool,
+    "repeat": int, "runs": int, "cprofile": bool, "clients": list[int], "requests": int, "rate": float,
+    "server": str,
 }
 # What each mode= runs, and the own keys only that mode reads (threads= is for both).
 MODES: dict[str, tuple[str, ...]] = {
     "methods": ("methods", "lengths", "trace", "trace_methods"),
     "engine": ("repeat", "runs", "cprofile"),
+    "serve": ("clients", "requests", "rate", "server"),
 }
 DEFAULT_LIMIT = 10
 CSV_COLUMNS = (
@@ -69,6 +71,8 @@ CSV_COLUMNS = (
 USAGE = f"""usage: unmask bench [methods=a,b,...] [lengths=L1,L2,...] [batch_size=B1,B2,...] [trace=true|false]
                     [trace_methods=a,b] [threads=N] [key=value ...]
        unmask bench mode=engine [model=M] [model.dtype=D] [threads=N] [repeat=7] [runs=3] [cprofile=true|false]
+       unmask bench mode=serve [clients=1,4,16,64] [requests=8] [rate=10] [threads=N] [server=subprocess|inprocess]
+                    [server settings ...]
 
 Runs cache methods side by side on the same samples (interleaved, warm-up first) and writes
 results.csv, results.json, pareto.png, speedup_vs_length.png and trace.png to output_dir.
@@ -91,7 +95,15 @@ default both float32 and bfloat16): a full forward's FLOP/s over a 1024^3 matmul
 and a cached 32-row DualCache step's median time over its matmuls replayed alone (runs= generate
 calls); prints both tables and writes forward.csv, step.csv and engine.json to output_dir.
 cprofile=true also prints where the first dtype's cached steps spend their time. It also takes
-generation.gen_length=, generation.block_length=, batch_size= (the forward's batch), output_dir=."""
+generation.gen_length=, generation.block_length=, batch_size= (the forward's batch), output_dir=.
+
+mode=serve starts two `unmask serve` subprocesses on the rest of the command line (model, cache,
+generation and serve settings), continuous=true and continuous=false, and drives each in turn with
+clients= concurrent streaming clients, each sending requests= bundled arith questions after
+exponential gaps of mean 1/rate s (max_tokens: the reference answer's length); writes serve.csv
+(requests/s, tokens/s, p50/p99 latency, time to first token), serve.json and serve.png to output_dir.
+server=inprocess runs both servers as threads of the bench process on one loaded model (quick to
+start; the clients then share the interpreter with the engines, so measure with the default subprocess)."""
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -506,6 +518,15 @@ def _bench(argv: list[str]) -> int:
         run_engine_bench(
             rest, repeat=own.get("repeat", 7), runs=own.get("runs", 3), cprofile=own.get("cprofile", False),
             command="unmask bench " + " ".join(argv),
+        )
+        return 0
+    if mode == "serve":
+        from .serve_bench import run_serve_bench
+
+        run_serve_bench(
+            rest, clients=own.get("clients", [1, 4, 16, 64]), requests=own.get("requests", 8),
+            rate=own.get("rate", 10.0), threads=own.get("threads"), command="unmask bench " + " ".join(argv),
+            server=own.get("server", "subprocess"),
         )
         return 0
     batch_sizes, rest = split_batch_sizes(rest)  # mode=engine reads batch_size= as the forward's batch

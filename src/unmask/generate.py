@@ -16,7 +16,7 @@ from .models.model import LoadedModel
 from .models.tokenizer import encode_prompts
 from .options import GenerationOptions
 
-__all__ = ["GenerationResult", "StepTrace", "generate"]
+__all__ = ["GenerationResult", "StepTrace", "generate", "make_loop"]
 
 
 @dataclass
@@ -116,6 +116,25 @@ def generate(
     once it answers True that prompt takes no further steps (its open positions read as EOS) and
     the call returns as soon as no prompt runs. Used by the server to drop requests whose client left.
     """
+    with torch.inference_mode():
+        loop = make_loop(model, prompts=prompts, input_ids=input_ids, cache=cache, trace=trace, **options)
+        if on_step is not None:
+            loop.prefix_hook = _PrefixReporter(on_step, loop.state.batch)
+        loop.cancelled = cancelled
+        loop.run()
+        return result_of(loop, loop.prompt_ids)
+
+
+def make_loop(
+    model: LoadedModel,
+    prompts: list[str] | str | None = None,
+    input_ids: list[list[int]] | None = None,
+    cache: str | dict | None = None,
+    trace: bool = False,
+    **options: Any,
+) -> DenoisingLoop:
+    """The checked denoising loop `generate` runs (call under torch.inference_mode); the server's
+    continuous batcher builds one per request and steps them together (`engine.slots`)."""
     policy_cls, settings = resolve_cache(cache)
     options = {**policy_cls.default_options(settings, model.cfg.family), **options}
     opts = GenerationOptions.build(model.cfg.family, **options)
@@ -133,10 +152,4 @@ def generate(
             f"prompt ({longest - opts.gen_length} tokens) + generation.gen_length ({opts.gen_length}) exceeds "
             f"the model's maximum length of {model.cfg.max_position}"
         )
-    with torch.inference_mode():
-        loop = DenoisingLoop(model, opts, policy_cls, settings, prompt_ids, trace)
-        if on_step is not None:
-            loop.prefix_hook = _PrefixReporter(on_step, len(prompt_ids))
-        loop.cancelled = cancelled
-        loop.run()
-        return result_of(loop, prompt_ids)
+    return DenoisingLoop(model, opts, policy_cls, settings, prompt_ids, trace)

@@ -135,3 +135,35 @@ def decode_trace(
         fig.colorbar(image, ax=[axes[1][c] for c in range(len(names))], label="rows recomputed (share)", shrink=0.9)
     fig.suptitle(title or "decode trace", fontsize=11)
     return _save(fig, path)
+
+
+def serve_load(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """`unmask bench mode=serve`: requests/s (left) and p99 latency (right) against concurrent clients,
+    one line with continuous batching and one without. `rows` carry clients, continuous,
+    requests_per_s and p99_s."""
+    fig = Figure(figsize=(10.4, 4.2))
+    left, right = fig.subplots(1, 2)
+    clients = sorted({int(r["clients"]) for r in rows})
+    for i, flag in enumerate((True, False)):
+        points = sorted((int(r["clients"]), r) for r in rows if bool(r["continuous"]) == flag)
+        if not points:
+            continue
+        label = "continuous batching" if flag else "whole batches (continuous=false)"
+        style = {"marker": "o" if flag else "s", "color": f"C{i}", "label": label}
+        left.plot([n for n, _ in points], [float(r["requests_per_s"]) for _, r in points], **style)
+        right.plot([n for n, _ in points], [float(r["p99_s"]) for _, r in points], **style)
+    for ax, ylabel in ((left, "requests / s"), (right, "p99 latency (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(clients or [1])
+        ax.set_xticklabels([str(n) for n in clients] or [""])
+        ax.minorticks_off()
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    left.set_title("throughput", fontsize=10)
+    right.set_title("tail latency", fontsize=10)
+    fig.suptitle(title or "serving under load", fontsize=11)
+    return _save(fig, path)

@@ -40,8 +40,11 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
     t, b = state.length, state.batch
     rows = plan.rows
     h = module.embed(rows.gather(state.canvas))
-    refreshing = torch.full((b,), rows.span == (0, t), dtype=torch.bool, device=h.device)
-    share = float(rows.span == (0, t))  # fraction of sequences refreshing, kept on the host (no sync per layer)
+    if plan.full_rows is None:
+        refreshing = torch.full((b,), rows.span == (0, t), dtype=torch.bool, device=h.device)
+        share = float(rows.span == (0, t))  # fraction of sequences refreshing, kept on the host (no sync per layer)
+    else:
+        refreshing, share = plan.full_rows.clone(), float(plan.full_rows.float().mean())
     layer_rows, refreshed = [], []
     inputs = state.store.inputs
     cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)

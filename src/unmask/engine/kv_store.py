@@ -20,6 +20,17 @@ class LayerKV:
         self.v = torch.zeros_like(self.k)
         self.q = torch.zeros(batch, query_heads, length, head_dim, dtype=dtype, device=device) if query_heads else None
 
+    @classmethod
+    def of(cls, k: Tensor, v: Tensor, q: Tensor | None) -> "LayerKV":
+        """A store over existing tensors (a batch's, `engine.slots`)."""
+        kv = cls.__new__(cls)
+        kv.point_to(k, v, q)
+        return kv
+
+    def point_to(self, k: Tensor, v: Tensor, q: Tensor | None) -> None:
+        """Use these tensors (views of a batch's store, `engine.slots`) from now on."""
+        self.k, self.v, self.q = k, v, q
+
     def write(self, rows: Rows, k: Tensor, v: Tensor, q: Tensor | None = None) -> tuple[Tensor, Tensor]:
         full = rows.span == (0, self.k.shape[2])
         stores = [(self.k, k), (self.v, v)] + ([(self.q, q)] if self.q is not None and q is not None else [])
@@ -41,3 +52,10 @@ class CanvasStore:
         shape = (batch, length, cfg.hidden_size)
         # Elastic-Cache: the input hidden states of every layer, to refresh deeper layers from.
         self.inputs = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)] if layer_inputs else None
+
+    @classmethod
+    def of(cls, kv: list[LayerKV], inputs: list[Tensor] | None) -> "CanvasStore":
+        """A store over existing per-layer stores (a batch's, `engine.slots`)."""
+        store = cls.__new__(cls)
+        store.kv, store.inputs = kv, inputs
+        return store

@@ -51,6 +51,7 @@ class DenoisingLoop:
         self.module = model.module
         self.special = model.special
         device = model.device
+        self.prompt_ids = prompt_ids
         b = len(prompt_ids)
         width = max(len(p) for p in prompt_ids)
         self.gen_start, self.length = width, width + opts.gen_length
@@ -84,9 +85,8 @@ class DenoisingLoop:
         self.rows_computed = 0
 
     # -- scoring ---------------------------------------------------------------
-    def _forward(self, plan: StepPlan) -> tuple[StepOutput, Tensor]:
-        """Run the plan; return the engine output and the logits after guidance and EOS/mask rules."""
-        out = self.policy.forward(self.state, plan)
+    def _logits(self, plan: StepPlan, out: StepOutput) -> Tensor:
+        """The forward's logits after guidance and the EOS/mask rules."""
         logits = out.logits
         if self.opts.cfg_scale > 0:
             logits = self._guided(logits, plan)
@@ -94,7 +94,7 @@ class DenoisingLoop:
             logits[..., self.special.mask] = float("-inf")  # committing [MASK] would leave a mask in the answer
         if self.opts.logits_eos_inf:
             logits[..., self.special.eos] = float("-inf")
-        return out, logits
+        return logits
 
     def _guided(self, cond: Tensor, plan: StepPlan) -> Tensor:
         """Classifier-free guidance: a second full pass with the prompt masked."""
@@ -137,35 +137,61 @@ class DenoisingLoop:
 
     # -- the loop ---------------------------------------------------------------
     def run(self) -> None:
-        o, st = self.opts, self.state
+        self.begin()
+        while (ctx := self.next_context()) is not None:
+            self._step(ctx)
+
+    def _step(self, ctx: StepContext) -> None:
+        """One step of this loop alone: plan, forward, commit (the profiler wraps this method)."""
+        plan = self.policy.plan(self.state, ctx)
+        self.finish_step(ctx, plan, self.policy.forward(self.state, plan))
+
+    def begin(self) -> None:
+        """Start the clock and the block schedule; then `next_context`, plan, forward, `finish_step`
+        until `next_context` says None. `run` does exactly this; a scheduler that batches the
+        forwards of several loops (`engine.slots`) drives the same steps."""
         self.start_time = time.perf_counter()
-        step = 0
-        for s, e in schedule.blocks(self.gen_start, o.gen_length, o.block_length):
-            masked = self._masked()
-            ctx = StepContext(step=step, block_step=0, block=(s, e), gen_start=self.gen_start, masked=masked)
-            in_block = masked[:, s:e].sum(-1)
-            if not bool(in_block.any()):
-                continue
-            self.rule.start_block(in_block)
-            self.policy.on_block_start(st, ctx)
-            block_step = 0
-            while True:
-                if self.cancelled is not None:
-                    self._stop_cancelled()
+        self._blocks = iter(schedule.blocks(self.gen_start, self.opts.gen_length, self.opts.block_length))
+        self._block: tuple[int, int] | None = None
+        self._steps = self._block_steps = 0
+
+    def next_context(self) -> StepContext | None:
+        """The next step's context, starting blocks as they come; None once the sequences are done."""
+        st = self.state
+        while True:
+            if self._block is None:
+                block = next(self._blocks, None)
+                if block is None:
+                    return None
+                s, e = block
                 masked = self._masked()
-                if not bool(masked[:, s:e].any()):
-                    break
-                ctx = StepContext(step=step, block_step=block_step, block=(s, e), gen_start=self.gen_start, masked=masked)
-                committed, conf = self._step(ctx)
-                self.policy.on_step_end(st, ctx, committed, conf)
-                self._finish_sequences(committed)
-                if self.prefix_hook is not None:
-                    g = self.gen_start
-                    self.prefix_hook(st.canvas[:, g:], st.pending[:, g:], self.decoded[:, g:], self.special)
-                step += 1
-                block_step += 1
+                in_block = masked[:, s:e].sum(-1)
+                if not bool(in_block.any()):
+                    continue
+                self._block, self._block_steps = block, 0
+                self.rule.start_block(in_block)
+                self.policy.on_block_start(st, StepContext(self._steps, 0, block, self.gen_start, masked))
+            if self.cancelled is not None:
+                self._stop_cancelled()
+            s, e = self._block
+            masked = self._masked()
+            if bool(masked[:, s:e].any()):
+                return StepContext(self._steps, self._block_steps, self._block, self.gen_start, masked)
+            self._block = None
             if not bool(self.active.any()):
-                break
+                return None
+
+    def finish_step(self, ctx: StepContext, plan: StepPlan, out: StepOutput) -> None:
+        """Everything after the forward: score, commit, policy events, finished sequences, streaming."""
+        st = self.state
+        committed, conf = self._step_from(ctx, plan, out)
+        self.policy.on_step_end(st, ctx, committed, conf)
+        self._finish_sequences(committed)
+        if self.prefix_hook is not None:
+            g = self.gen_start
+            self.prefix_hook(st.canvas[:, g:], st.pending[:, g:], self.decoded[:, g:], self.special)
+        self._steps += 1
+        self._block_steps += 1
 
     def _stop_cancelled(self) -> None:
         """Stop the sequences whose caller has gone: their open positions become EOS, the state of
@@ -182,11 +208,11 @@ class DenoisingLoop:
     def _masked(self) -> Tensor:
         return self.state.pending & self.active.unsqueeze(1)
 
-    def _step(self, ctx: StepContext) -> tuple[Tensor, Tensor]:
-        """One denoising step; returns the positions it committed and its confidences (-inf where unknown)."""
+    def _step_from(self, ctx: StepContext, plan: StepPlan, out: StepOutput) -> tuple[Tensor, Tensor]:
+        """One denoising step from its forward's output; returns the positions it committed and its
+        confidences (-inf where unknown)."""
         st = self.state
-        plan = self.policy.plan(st, ctx)
-        out, logits = self._forward(plan)
+        logits = self._logits(plan, out)
         self._count_forward()
         self._account(out)
         self.policy.after_forward(st, ctx, plan, out)
@@ -202,7 +228,7 @@ class DenoisingLoop:
             span=self.policy.selection_span(st, ctx), first_mask_only=self.policy.commits_first_mask(ctx),
         )
         commit = self.rule.commit(dense_conf, candidates, rule_ctx)
-        st.canvas = torch.where(commit, dense_x0, st.canvas)
+        st.canvas.copy_(torch.where(commit, dense_x0, st.canvas))  # in place: the canvas may be a batch's view
         st.pending &= ~commit
         self.decoded |= commit
         if self.trace is not None:

@@ -40,3 +40,6 @@ class StepPlan:
     prob_positions: Tensor | None = None  # [B, P] canvas positions whose attention probabilities are needed
     layer_hook: LayerHook | None = None
     refresh_next: bool = False  # a layer_hook trigger refreshes from the next layer, not the triggering one
+    # [B] bool, sequences whose `rows` are all their rows; None: every sequence's iff `rows` spans the canvas
+    # (a batch of several requests' plans, `engine.slots`, says it per sequence)
+    full_rows: Tensor | None = None

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .answer import PrefixText, final_answer
 from .batcher import Job, Outcome, QueueFull, RequestBatcher
+from .continuous import ContinuousBatcher
 from .prepare import Prepared, ServeSettings, prepare
 from .schemas import APIError, ChatRequest, CompletionRequest, decode_body, parse
 from .streaming import DONE, JobEvents, Responder, sse
@@ -81,7 +82,7 @@ async def _disconnected(http: Request) -> None:
         pass
 
 
-def create_app(settings: ServeSettings, batcher: RequestBatcher) -> FastAPI:
+def create_app(settings: ServeSettings, batcher: RequestBatcher | ContinuousBatcher) -> FastAPI:
     """The app; the batcher's workers run for the app's lifetime."""
 
     @asynccontextmanager
@@ -140,6 +141,7 @@ def create_app(settings: ServeSettings, batcher: RequestBatcher) -> FastAPI:
         events = JobEvents(asyncio.get_running_loop())
         job = Job(
             input_ids=prepared.input_ids, cache=prepared.cache, options=prepared.options, key=prepared.key,
+            group=prepared.group,
             on_done=events.done, on_prefix=events.prefix if prepared.stream else None,
         )
         try:

@@ -53,6 +53,7 @@ class Job:
     key: str  # equal keys may share a batch
     on_done: Callable[[Outcome | BaseException], None]
     on_prefix: Callable[[list[int]], None] | None = None  # the committed prefix as it grows (streaming)
+    group: str | None = None  # continuous batching: equal groups may share a running batch (None: the key)
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False  # set once, by RequestBatcher.cancel; read by the worker at every step
     finished: bool = False  # on_done has been called

@@ -48,6 +48,7 @@ class Prepared:
     key: str  # requests with equal keys may share a batch
     stream: bool
     include_usage: bool
+    group: str = ""  # requests with equal groups (cache method) may share a continuous batch
 
 
 def unmask_keys() -> list[str]:
@@ -259,10 +260,12 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
     stochastic = is_stochastic(opts)
     shared = {k: v for k, v in options.items() if stochastic or k != "seed"}  # greedy ignores the seed
     key = json.dumps({"cache": cache, "options": shared}, sort_keys=True)
+    group = "null" if cache is None else str(cache["name"])  # cache settings and options are held per sequence
     if stochastic and opts.seed is not None:
         key += uuid.uuid4().hex  # a seeded sample runs alone: its answer must not depend on other traffic
+        group = key
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     return Prepared(
         input_ids=ids, cache=cache, options=options, max_tokens=max_tokens, stops=request.stop_strings(),
-        key=key, stream=request.stream, include_usage=include_usage,
+        key=key, stream=request.stream, include_usage=include_usage, group=group,
     )
