@@ -403,6 +403,29 @@ def test_engine_scattered_subset_matches_full(which, padded, llada_pair, dream_p
 
 
 @pytest.mark.parametrize("which", ["llada", "dream"])
+@pytest.mark.parametrize("padded", [False, True], ids=["nopad", "leftpad"])
+def test_engine_full_forward_with_few_logits_is_bitwise_the_module(which, padded, llada_pair, dream_pair):
+    """All rows computed, logits for a few positions (the last layer then runs only the rows that
+    predict them): those logits equal the plain module forward's bit for bit, for a shared span and
+    for per-sequence positions, and every layer's K/V is still stored for every row."""
+    model = (llada_pair if which == "llada" else dream_pair)[0]
+    canvas, valid = _engine_case(model, padded, seed=12)
+    b, t = canvas.shape
+    scattered = torch.tensor([[9, 11, 15], [10, 13, 13], [12, 14, 15]])
+    with torch.no_grad():
+        ref = model.module(canvas, attention_mask=valid.long())
+        everything = make_state(model.module, canvas, valid)
+        run_plan(model.module, everything, _full_plan(everything))
+        for positions in (Rows.range(10, 15, b), Rows(scattered)):
+            state = make_state(model.module, canvas, valid)
+            out = run_plan(model.module, state, StepPlan(rows=state.all_rows(), logit_positions=positions))
+            want = torch.gather(ref, 1, positions.index[..., None].expand(-1, -1, ref.shape[-1]))
+            assert torch.equal(out.logits, want)
+            for kv, kv_all in zip(state.store.kv, everything.store.kv):
+                assert torch.equal(kv.k, kv_all.k) and torch.equal(kv.v, kv_all.v)
+
+
+@pytest.mark.parametrize("which", ["llada", "dream"])
 def test_engine_subset_leaves_kv_unchanged(which, llada_pair, dream_pair):
     """With an unchanged canvas, recomputing a subset rewrites the same K/V it already held."""
     model = (llada_pair if which == "llada" else dream_pair)[0]

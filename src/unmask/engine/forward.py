@@ -57,6 +57,7 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
         cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)
 
     pending = None  # sequences a hook switched at the previous layer (plan.refresh_next)
+    last = len(module.layers) - 1
     for i, layer in enumerate(module.layers):
         if plan.refresh_from is not None and i == plan.refresh_from and not bool(refreshing.all()):
             widen(i, ~refreshing)
@@ -67,7 +68,8 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
             rows.scatter_(inputs[i], h)
         while True:
             prob_index = rows.locate(plan.prob_positions) if plan.prob_positions is not None else None
-            out, probs = layer(h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index)
+            keep = _logit_rows(module, rows, plan.logit_positions) if i == last and plan.layer_hook is None else None
+            out, probs = layer(h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index, keep=keep)
             switch = plan.layer_hook(i, probs, refreshing) if plan.layer_hook is not None else None
             if switch is None or not bool((switch & ~refreshing).any()):
                 break
@@ -80,15 +82,23 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
         h = out
         layer_rows.append(rows.size)
         refreshed.append(share)
-    return StepOutput(module.head(_pick(module, h, rows, plan.logit_positions)), layer_rows, refreshed)
+    if keep is None:  # a hooked last layer computed every row: pick the logit rows now
+        h = _pick(h, _logit_rows(module, rows, plan.logit_positions))
+    return StepOutput(module.head(h), layer_rows, refreshed)
 
 
-def _pick(module, h: Tensor, rows: Rows, logit_positions: Rows) -> Tensor:
-    """Hidden states [B, N, d] of the rows that predict `logit_positions` (a slice when both are spans)."""
+def _logit_rows(module, rows: Rows, logit_positions: Rows) -> slice | Tensor:
+    """Which of the computed rows predict `logit_positions`: a slice when both are spans, else [B, N] indices."""
     if rows.span is not None and logit_positions.span is not None:
         shift = 1 if module.cfg.shift_logits else 0
         start, end = logit_positions.span[0] - shift, logit_positions.span[1] - shift
         if start >= rows.span[0] and end <= rows.span[1]:
-            return h[:, start - rows.span[0] : end - rows.span[0]]
-    source = source_positions(module, logit_positions.index)
-    return torch.gather(h, 1, rows.locate(source).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+            return slice(start - rows.span[0], end - rows.span[0])
+    return rows.locate(source_positions(module, logit_positions.index))
+
+
+def _pick(h: Tensor, keep: slice | Tensor) -> Tensor:
+    """Hidden states [B, N, d] of the kept rows."""
+    if isinstance(keep, slice):
+        return h[:, keep]
+    return torch.gather(h, 1, keep.unsqueeze(-1).expand(-1, -1, h.shape[-1]))

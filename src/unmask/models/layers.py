@@ -203,10 +203,14 @@ class DecoderLayer(nn.Module):
         rows=None,
         key_mask: Tensor | None = None,
         prob_index: Tensor | None = None,
+        keep: slice | Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Run rows `x` [B,R,d]; with `kv`, store their K/V at `rows` and attend to the whole store.
 
         `prob_index` [B,P] selects computed rows whose attention probabilities are returned.
+        `keep` (a slice or [B,N] indices into the rows) limits the output to those rows: every row's
+        K/V is still stored, but only the kept rows attend and run the FFN (a last layer whose other
+        rows feed nothing).
         """
         normed = self.attn_norm(x)
         q, k, v = self.qkv(normed, cos, sin)
@@ -216,5 +220,10 @@ class DecoderLayer(nn.Module):
         if prob_index is not None:
             idx = prob_index[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1])
             probs = self.attention_probs(torch.gather(q, 2, idx), k, key_mask)
+        if isinstance(keep, slice):
+            x, q = x[:, keep], q[:, :, keep]
+        elif keep is not None:
+            x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+            q = torch.gather(q, 2, keep[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
         h = x + self.attend(q, k, v, key_mask)
         return h + self.ffn(h), probs
