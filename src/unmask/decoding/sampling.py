@@ -32,9 +32,9 @@ def llada_candidates(
     logits64 = logits.double()  # exact for any float dtype, so the argmax is unchanged (and bf16 argmax is slow)
     if temperature > 0:
         u = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
-        x0 = torch.argmax(logits64.exp() / (-torch.log(u)) ** temperature, dim=-1)
+        x0 = _argmax(logits64.exp() / (-torch.log(u)) ** temperature)
     else:
-        x0 = torch.argmax(logits64, dim=-1)
+        x0 = _argmax(logits64)
     if alg == "random":
         conf = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=generator)
     else:
@@ -45,6 +45,12 @@ def llada_candidates(
         probs = torch.softmax(source, dim=-1)
         conf = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1).double()
     return x0, conf
+
+
+def _argmax(x: Tensor) -> Tensor:
+    """Index of the last dim's maximum, first on ties and NaN as the maximum, as `argmax` gives it:
+    `max` returns the same index and is about twice as fast on CPU."""
+    return torch.max(x, dim=-1).indices
 
 
 def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
@@ -77,7 +83,7 @@ def dream_candidates(
         flat = probs.reshape(-1, probs.shape[-1])
         x0 = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
     else:
-        x0 = probs.argmax(dim=-1)
+        x0 = _argmax(probs)
     if alg == "topk_margin":
         top2 = torch.topk(probs, 2, dim=-1).values
         conf = top2[..., 0] - top2[..., 1]
