@@ -88,6 +88,15 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.addcmul(xf * cos, xf.roll(xf.shape[-1] // 2, dims=-1), sin).to(x.dtype)
 
 
+def _project(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.linear(x, weight, bias)` for [B, R, in] rows; without a bias, the one matrix product that
+    `F.linear` would run (same kernel, same operands, same bits) without its wrappers' calls."""
+    if bias is not None or x.dim() != 3 or torch.is_grad_enabled():
+        return F.linear(x, weight, bias)
+    b, r, d = x.shape
+    return torch.mm(x.reshape(b * r, d), weight.t()).view(b, r, weight.shape[0])
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm attention + SwiGLU block, with its pieces exposed for cache methods."""
 
@@ -146,7 +155,7 @@ class DecoderLayer(nn.Module):
         weight, bias = self._stacked("qkv", (self.q_proj, self.k_proj, self.v_proj))
         b, r, _ = normed.shape
         h, hkv = self.num_heads, self.num_kv_heads
-        qkv = F.linear(normed, weight, bias).view(b, r, h + 2 * hkv, self.head_dim)
+        qkv = _project(normed, weight, bias).view(b, r, h + 2 * hkv, self.head_dim)
         # One rotation for queries and keys together, in the [B, R, heads, D] layout.
         qk = apply_rotary(qkv[:, :, : h + hkv], cos.transpose(1, 2), sin.transpose(1, 2))
         return qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), qkv[:, :, h + hkv :].transpose(1, 2)
@@ -176,7 +185,7 @@ class DecoderLayer(nn.Module):
                 q, k, v, attn_mask=key_mask, enable_gqa=self.num_kv_heads != self.num_heads
             )
         b, _, r, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, r, -1))
+        return _project(out.transpose(1, 2).reshape(b, r, -1), self.o_proj.weight)
 
     def attention_probs(self, q: Tensor, k: Tensor, key_mask: Tensor | None) -> Tensor:
         """Softmax attention [B,H,P,T] in float32 for the given queries only."""
@@ -193,8 +202,8 @@ class DecoderLayer(nn.Module):
         if not self._use_stacks():
             return self.down_proj(F.silu(self.gate_proj(n)) * self.up_proj(n))
         weight, _ = self._stacked("gate_up", (self.gate_proj, self.up_proj))
-        gate, up = F.linear(n, weight).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        gate, up = _project(n, weight).chunk(2, dim=-1)
+        return _project(F.silu(gate) * up, self.down_proj.weight)
 
     # -- the rows primitive -------------------------------------------------------
     def forward(
