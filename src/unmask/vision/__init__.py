@@ -1,0 +1,1 @@
+"""Vision side of LLaDA-V: image preprocessing, tower, projector, packing."""
