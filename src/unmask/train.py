@@ -528,7 +528,12 @@ def _interrupt(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m unmask.train key=value ...` and `unmask train`."""
-    cfg = parse_overrides(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a.lstrip("-").startswith("family=") for a in argv):  # family=llada-v: train_vision
+        from .train_vision import main as main_vision
+
+        return main_vision(argv)
+    cfg = parse_overrides(argv)
     # A background run (where SIGINT is ignored) stopped with `kill` saves like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -1,0 +1,110 @@
+"""The bundled visual task `arith-v` and model `tiny-v`: a fixed split, pictures that carry the
+answer's quantity, arith's scoring, the shipped model reading the pictures."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+import torch
+
+from unmask.tasks import arith_v
+from unmask.tasks.arith_v_render import GRID, CELL, blank, random_spec, render
+from unmask.tasks.arith_v_task import ArithVTask
+from unmask.tasks.registry import get_task
+
+EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def _pixels(image) -> torch.Tensor:
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3)
+
+
+def test_eval_split_is_fixed_balanced_and_distinct():
+    a, b = arith_v.eval_split(), arith_v.eval_split()
+    assert a == b and len(a) == arith_v.EVAL_SIZE >= 200
+    assert [p["id"] for p in a[:3]] == ["eval-000", "eval-001", "eval-002"]
+    counts = Counter(p["count"] for p in a)
+    assert set(counts) == set(arith_v.COUNTS) and len(set(counts.values())) == 1  # a constant guess scores CHANCE
+    assert len({arith_v.problem_key(p["question"], p["count"]) for p in a}) == len(a)
+    assert arith_v.eval_split(seed=1) != a
+    samples = get_task("arith-v").load()
+    again = ArithVTask().load()
+    assert [s.prompt for s in samples] == [s.prompt for s in again]
+    assert all(x.images[0].tobytes() == y.images[0].tobytes() for x, y in zip(samples, again))
+
+
+def test_questions_hide_the_count_and_answers_recompute():
+    rng = random.Random(0)
+    for _ in range(500):
+        p = arith_v.make_problem(rng)
+        k = p["count"]
+        assert "picture" in p["question"]
+        *lines, final = p["answer"].split("\n")
+        given = {int(x) for x in re.findall(r"\d+", p["question"])}
+        known, result = set(given) | {k}, None
+        for line in lines:
+            (a, op, b, r), = EQUATION.findall(line)
+            a, b, r = int(a), int(b), int(r)
+            assert OPS[op](a, b) == r and 0 < r <= arith_v.MAX_VALUE, line
+            assert a in known and b in known, (line, p["question"])
+            known.add(r)
+            result = r
+        assert k in {int(x) for x in re.findall(r"\d+", lines[0])}  # the first line uses the picture's k
+        assert final == f"#### {result}"
+
+
+def test_training_stream_skips_the_eval_split_and_resumes():
+    keys = arith_v.eval_keys()
+    assert not any(arith_v.problem_key(p["question"], p["count"]) in keys
+                   for p in (next(arith_v.ProblemStream(3)) for _ in range(200)))
+    first = next(arith_v.ProblemStream(0, exclude=set()))
+    stream = arith_v.ProblemStream(0, exclude={arith_v.problem_key(first["question"], first["count"])})
+    assert next(stream) != first  # an excluded problem is skipped
+    saved = stream.state()
+    after = [next(stream) for _ in range(5)]
+    other = arith_v.ProblemStream(0, exclude=set())
+    other.load_state(saved)
+    assert [next(other) for _ in range(5)] == after and other.count == 6
+
+
+def test_pictures_show_the_count():
+    rng = random.Random(1)
+    for k in (2, 5, 9):
+        spec = random_spec(rng, k, "square")
+        pixels = _pixels(render(spec))
+        assert pixels.shape == (GRID * CELL, GRID * CELL, 3)
+        cells = pixels.view(GRID, CELL, GRID, CELL, 3).permute(0, 2, 1, 3, 4).reshape(GRID * GRID, -1)
+        drawn = [i for i in range(GRID * GRID) if (cells[i] != 255).any()]
+        assert drawn == list(spec.cells) and len(drawn) == k
+    one, two = random_spec(random.Random(5), 3, "circle"), random_spec(random.Random(5), 4, "circle")
+    assert render(one).tobytes() != render(two).tobytes()
+    assert render(one).tobytes() == render(random_spec(random.Random(5), 3, "circle")).tobytes()
+    assert (_pixels(blank()) == 255).all()
+    with pytest.raises(ValueError, match="count"):
+        random_spec(rng, GRID * GRID + 1, "square")
+
+
+def test_samples_carry_their_picture_and_the_blank_split_does_not():
+    task, blanked = ArithVTask(), ArithVTask(split="blank")
+    s, b = task.load()[0], blanked.load()[0]
+    assert s.prompt.startswith("<image>\n") and len(s.images) == 1 and s.meta["count"] == arith_v.COUNTS[0]
+    assert b.prompt == s.prompt and b.reference == s.reference
+    assert b.images[0].tobytes() == blank().tobytes() != s.images[0].tobytes()
+    with pytest.raises(ValueError, match="dataset.split"):
+        ArithVTask(split="train").load()
+    with pytest.raises(ValueError, match="dataset.path"):
+        ArithVTask(path="x.jsonl").load()
+
+
+def test_scoring_uses_the_answer_line():
+    task = ArithVTask()
+    sample = task.load()[1]
+    gold = sample.reference.rsplit("#### ", 1)[1]
+    assert task.score(sample, f"some work\n#### {gold}").correct
+    assert not task.score(sample, f"#### {int(gold) + 1}").correct
+    assert task.score(sample, f"the answer is {gold}").correct  # no #### line: the last number
+    assert task.score(sample, "").extracted is None
