@@ -79,8 +79,15 @@ def _group_add(rng: random.Random, k: int) -> tuple[str, list[str], int, str]:
     return q, lines, a + p, "square"
 
 
+def _count(rng: random.Random, k: int) -> tuple[str, list[str], int, str]:
+    """The picture alone: nothing to compute, the answer is k (what `unmask generate` shows off)."""
+    items = rng.choice(arith.ITEMS)[1]
+    tail = rng.choice(("are there now", "are in the picture"))
+    return f"How many {items} {tail}?", [], k, "circle"
+
+
 TEMPLATES: tuple[Callable[[random.Random, int], tuple[str, list[str], int, str]], ...] = (
-    _group, _add, _sub, _sell, _group_add,
+    _group, _add, _sub, _sell, _group_add, _count,
 )
 
 
