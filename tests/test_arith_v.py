@@ -111,6 +111,16 @@ def test_scoring_uses_the_answer_line():
     assert task.score(sample, "").extracted is None
 
 
+def test_model_tiny_v_evaluates_arith_v_by_default():
+    from unmask.config import require_model_path, resolve_config
+
+    cfg = resolve_config(["model=tiny-v"])
+    assert cfg.dataset["name"] == "arith-v" and cfg.model["family"] == "llada-v"
+    assert require_model_path(cfg) == "tiny-v" and cfg.generation["gen_length"] == ArithVTask.default_gen_length
+    assert resolve_config(["model=tiny-v", "dataset.name=arith"]).dataset["name"] == "arith"
+    assert resolve_config([]).dataset["name"] == "arith"
+
+
 # -- training (unmask train family=llada-v) ------------------------------------------------
 
 SMALL = dict(
@@ -184,3 +194,45 @@ def test_unmask_train_family_llada_v_command_line(tmp_path):
         main(["family=llada-v", "n_layers=2"])
     with pytest.raises(ValueError, match="family='dream'"):
         main(["family=dream", f"out={tmp_path}", "max_steps=1"])
+
+
+# -- the shipped tiny-v -------------------------------------------------------------------
+
+
+def _decode(model, sample, gen_length: int = 64, block: int = 32) -> str:
+    """A plain LLaDA decode written out here (independent of unmask's engine): every step
+    commits the most confident masked position of the current block, greedily."""
+    from unmask.train_vision import prompt_ids
+    from unmask.vision.processor import process_image
+    from unmask.vision.prompt import splice_images
+
+    lm, special = model.module, model.special
+    ids = prompt_ids(model.tokenizer, model.chat_template, sample.prompt)
+    features = model.vision.encode([process_image(image, model.vision.processor) for image in sample.images])
+    prompt = splice_images(ids, features, lm.embed, special.pad).embeds
+    canvas = torch.full((gen_length,), special.mask)
+    with torch.no_grad():
+        for start in range(0, gen_length, block):
+            for _ in range(block):
+                logits = lm(None, inputs_embeds=torch.cat([prompt, lm.embed(canvas)])[None])[0, prompt.shape[0]:]
+                conf, token = logits.float().softmax(-1).max(-1)
+                open_ = canvas == special.mask
+                open_[:start] = open_[start + block:] = False
+                pos = int(torch.where(open_, conf, -1.0).argmax())
+                canvas[pos] = token[pos]
+    out = canvas.tolist()
+    stops = [i for i, t in enumerate(out) if t in special.stop_ids]
+    return model.tokenizer.decode(out[: stops[0]] if stops else out)
+
+
+def test_shipped_tiny_v_reads_the_pictures():
+    import unmask
+
+    model = unmask.load("tiny-v")
+    assert model.cfg.family == "llada-v" and model.vision is not None
+    task, blanked = ArithVTask(), ArithVTask(split="blank")
+    n = 8
+    with_pictures = [task.score(s, _decode(model, s)).correct for s in task.load()[:n]]
+    without = [blanked.score(s, _decode(model, s)).correct for s in blanked.load()[:n]]
+    assert sum(with_pictures) >= n - 1, with_pictures
+    assert sum(without) <= 2 and sum(without) < sum(with_pictures), without
