@@ -38,7 +38,7 @@ from .models.model import DiffusionLM
 from .parsing import parse_value
 from .tasks import arith_v
 from .tasks.arith_v_task import ArithVTask
-from .train import STATE_DIR, STATE_FILE, Schedule
+from .train_schedule import STATE_DIR, STATE_FILE, Schedule
 from .vision.encoder import VisionEncoder
 from .vision.processor import ImageProcessorConfig, process_image
 from .vision.prompt import IMAGE_PLACEHOLDER, IMAGE_TEXT, splice_images
