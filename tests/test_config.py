@@ -76,14 +76,14 @@ def test_generation_yaml_lists_every_option_with_the_dataclass_defaults():
 
 
 def test_model_group_covers_the_named_checkpoints():
-    from unmask.models.checkpoint import NAMED_CHECKPOINTS
+    from unmask.models.checkpoint import BUNDLED_MODELS, NAMED_CHECKPOINTS
 
-    assert set(C.group_choices("model")) == set(NAMED_CHECKPOINTS) | {"tiny"}
+    assert set(C.group_choices("model")) == set(NAMED_CHECKPOINTS) | set(BUNDLED_MODELS) == set(NAMED_CHECKPOINTS) | set(C.BUNDLED_MODELS)
     assert set(C.CHECKPOINT_DIRS) == set(NAMED_CHECKPOINTS)
     for name in C.group_choices("model"):
         data = load_yaml("model", f"{name}.yaml")
         assert data["name"] == name
-        assert data["family"] == ("dream" if name.startswith("dream") else "llada")
+        assert data["family"] == ("dream" if name.startswith("dream") else "llada-v" if name == "tiny-v" else "llada")
         assert data["instruct"] == (not name.endswith("-base"))
         assert set(data) == set(C.MODEL_TYPES)
 
@@ -269,7 +269,7 @@ def test_load_model_passes_dtype_device_and_attention(tmp_path):
         (["cache.kp=3"], r"needs a cache method first: cache=d2cache\|dllm\|elastic\|prefix"),
         (["cache=dllm", "cache.name=prefix"], r"choose the method with cache=<name>"),
         (["cache=foo"], r"cache='foo'; valid choices: \['d2cache', 'dllm', 'elastic', 'prefix'\]"),
-        (["model=gpt"], r"model='gpt'; valid choices: \[.*'llada-base'.*'tiny'\]"),
+        (["model=gpt"], r"model='gpt'; valid choices: \[.*'llada-base'.*'tiny'.*\]"),
         (["model=null"], r"model=null is not allowed"),
         (["generation=fast"], r"generation='fast'; valid choices: \['vanilla'\]"),
         (["dataset=3"], r"'dataset' is a group of settings; set one of"),

@@ -35,6 +35,9 @@ CHECKPOINT_DIRS = {
     "dream-inst": "Dream-v0-Instruct-7B",
 }
 MODELS_DIR_ENV = "UNMASK_MODELS_DIR"
+# The bundled models (src/unmask/assets) and their own tasks, the default dataset.name for each.
+BUNDLED_TASKS = {"tiny": "arith", "tiny-v": "arith-v"}
+BUNDLED_MODELS = tuple(BUNDLED_TASKS)
 
 INSTRUCT_BLOCK_LENGTH = 32
 # run-config keys that only mean something for evaluation runs
@@ -213,7 +216,7 @@ def _checkpoint_family(path: str, key: str) -> str:
     """The family a checkpoint directory holds, from its config.json alone (no weights read)."""
     from .models.checkpoint import read_config, resolve_path
 
-    if path != "tiny" and not (Path(path).expanduser() / "config.json").is_file():
+    if path not in BUNDLED_MODELS and not (Path(path).expanduser() / "config.json").is_file():
         raise ValueError(f"{key}={path}: no config.json there (expected a checkpoint directory)")
     return read_config(resolve_path(path))[1].name
 
@@ -228,7 +231,7 @@ def _resolve_model(model: dict, explicit: set[str], group_choice: str) -> dict:
             torch.device(model["device"])
         except RuntimeError:
             raise ValueError(f"model.device={model['device']!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    named = group_choice != "tiny"
+    named = group_choice not in BUNDLED_MODELS
     if model["path"] is None and named:
         root = os.environ.get(MODELS_DIR_ENV)
         candidate = Path(root) / CHECKPOINT_DIRS.get(group_choice, group_choice) if root else None
@@ -259,8 +262,8 @@ def require_model_path(cfg: RunConfig) -> str:
     """The checkpoint to load; named published models need their weights on disk."""
     if cfg.model["path"] is not None:
         return cfg.model["path"]
-    if cfg.model["name"] == "tiny":
-        return "tiny"
+    if cfg.model["name"] in BUNDLED_MODELS:
+        return cfg.model["name"]
     folder = CHECKPOINT_DIRS.get(cfg.model["name"], cfg.model["name"])
     raise ValueError(
         f"model={cfg.model['name']} needs model.path=/dir/of/{folder} (a local checkpoint directory with "
@@ -401,6 +404,8 @@ def resolve_config(overrides: list[str]) -> RunConfig:
         _check_key(raw_cfg, key)
         _assign(raw_cfg, key, value)
 
+    if "dataset.name" not in explicit and selections["model"] in BUNDLED_TASKS:  # a bundled model's own task
+        raw_cfg["dataset"]["name"] = BUNDLED_TASKS[selections["model"]]
     top = _typed("", raw_cfg, TOP_TYPES)
     top["attn_implementation"] = _choice("attn_implementation", top["attn_implementation"], ATTN_IMPLEMENTATIONS)
     if top["batch_size"] < 1:

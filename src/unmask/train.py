@@ -43,9 +43,8 @@ from .models.model import DiffusionLM
 from .parsing import parse_value
 from .tasks import arith
 from .tasks.tokenizer_build import build_tokenizer
+from .train_schedule import STATE_DIR, STATE_FILE, Schedule
 
-STATE_DIR = "train_state"
-STATE_FILE = "state.pt"
 # Settings that change the parameters (or what they mean). max_sequence_length is not one: the
 # rotary table is computed, so a run may resume with a longer context (to train longer canvases).
 ARCH_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "mlp_hidden_size", "rope_theta")
@@ -247,41 +246,7 @@ def diffusion_loss(
     return (ce * weight).sum() / (b * response[0].sum())
 
 
-# -- schedule -----------------------------------------------------------------------------
-
-
-class Schedule:
-    """Linear warm-up by steps, then cosine decay over progress (the larger of step and time used)."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-        self.step = 0
-        self.elapsed = 0.0  # training seconds over all runs of this output dir
-
-    def progress(self) -> float:
-        c = self.cfg
-        parts = []
-        if c.max_steps:
-            parts.append(self.step / c.max_steps)
-        if c.minutes:
-            parts.append(self.elapsed / (60 * c.minutes))
-        return min(1.0, max(parts))
-
-    def done(self) -> bool:
-        return self.progress() >= 1.0
-
-    def lr(self) -> float:
-        c = self.cfg
-        if self.step < c.warmup_steps:
-            return c.lr * (self.step + 1) / c.warmup_steps
-        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
-        return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "elapsed": self.elapsed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+# -- optimizer ----------------------------------------------------------------------------
 
 
 def make_optimizer(module: DiffusionLM, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -528,7 +493,12 @@ def _interrupt(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m unmask.train key=value ...` and `unmask train`."""
-    cfg = parse_overrides(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a.lstrip("-").startswith("family=") for a in argv):  # family=llada-v: train_vision
+        from .train_vision import main as main_vision
+
+        return main_vision(argv)
+    cfg = parse_overrides(argv)
     # A background run (where SIGINT is ignored) stopped with `kill` saves like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -29,14 +29,15 @@ if TYPE_CHECKING:
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BUNDLED = Path(__file__).resolve().parent.parent / "assets"
+BUNDLED_MODELS = ("tiny", "tiny-v")  # shipped in assets/, loaded by name
 NAMED_CHECKPOINTS = ("llada-base", "llada-inst", "llada-1.5", "dream-base", "dream-inst")
 
 
 def resolve_path(path_or_name: str | Path) -> Path:
     """Map `tiny` to the bundled model; refuse hub names, which unmask never downloads."""
     text = str(path_or_name)
-    if text == "tiny":
-        path = BUNDLED / "tiny"
+    if text in BUNDLED_MODELS:
+        path = BUNDLED / text
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path}: the bundled model is not installed (config.json missing)")
         return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .arith_task import ArithTask
+from .arith_v_task import ArithVTask
 from .base import Task
 from .gsm8k import GSM8KTask
 from .humaneval import HumanEvalInstructTask, HumanEvalTask
@@ -12,7 +13,7 @@ from .mathvista import MathVistaTask
 from .mbpp import MBPPTask
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (ArithTask, GSM8KTask, Math500Task, HumanEvalTask, HumanEvalInstructTask, MBPPTask)
+    cls.name: cls for cls in (ArithTask, ArithVTask, GSM8KTask, Math500Task, HumanEvalTask, HumanEvalInstructTask, MBPPTask)
 }
 TASKS.update({cls.name: cls for cls in (MathVistaTask, MathVerseTask)})  # image benchmarks (LLaDA-V)
 
