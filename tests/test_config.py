@@ -276,7 +276,7 @@ def test_load_model_passes_dtype_device_and_attention(tmp_path):
         (["dataset.name=nope"], r"dataset.name='nope'; valid choices: \[.*'arith'"),
         (["attn_implementation=flash"], r"valid choices: \['sdpa', 'eager'\]"),
         (["model.dtype=fp16"], r"model.dtype='fp16'; valid choices: \['float32', 'bfloat16'\]"),
-        (["model.family=gpt"], r"model.family='gpt'; valid choices: \['llada', 'dream'\]"),
+        (["model.family=gpt"], r"model.family='gpt'; valid choices: \['llada', 'dream', 'llada-v'\]"),
         (["model.device=gpu"], r"model.device='gpu' is not a device; use auto, cpu, cuda or cuda:N"),
         (["model.instruct=maybe"], r"model.instruct='maybe' is not a valid bool"),
         (["batch_size=0"], r"batch_size=0 must be >= 1"),

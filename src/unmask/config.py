@@ -249,7 +249,7 @@ def _resolve_model(model: dict, explicit: set[str], group_choice: str) -> dict:
         if "model.family" not in explicit:
             model["family"] = family
     if model["family"] is not None:
-        model["family"] = _choice("model.family", model["family"], ("llada", "dream"))
+        model["family"] = _choice("model.family", model["family"], ("llada", "dream", "llada-v"))
     return model
 
 

@@ -11,8 +11,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .model_config import SpecialTokens
-from .families import FAMILIES, Family, checkpoint_name, detect_family
+from .families import FAMILIES, LLADA_V, Family, checkpoint_name, detect_family
 from .model import DiffusionLM, LoadedModel
+from .vision_checkpoint import (
+    TOWER_FOLDER,
+    TOWER_PREFIX,
+    check_vision_keys,
+    resolve_tower,
+    tower_name_for_save,
+    vision_checkpoint_name,
+)
 from .tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -181,7 +189,10 @@ def load(
     device: str = "cpu",
     attn_implementation: str = "sdpa",
 ) -> LoadedModel:
-    """Load a LLaDA- or Dream-format checkpoint directory (or `tiny`, the bundled model).
+    """Load a LLaDA-, Dream- or LLaDA-V-format checkpoint directory (or `tiny`, the bundled model).
+
+    A LLaDA-V checkpoint also gets its vision encoder (`LoadedModel.vision`), built with no hub
+    access; `LoadedModel.extra["vision_tower"]` says where the tower's shape came from.
 
     `attn_implementation` is "sdpa" (fused) or "eager" (explicit softmax, as transformers names it).
     """
@@ -198,13 +209,67 @@ def load(
     cfg.validate(str(cfg_file))
     tokenizer = Tokenizer.from_dir(path)
     _check_vocabulary(raw, cfg.vocab_size, tokenizer, path)
-    special = _special_tokens(family, raw, tokenizer, cfg.vocab_size, cfg_file)
+    extra: dict = {}
+    id_source = raw
+    if family.name == "llada-v":
+        id_source, extra["ignored_config_ids"] = _drop_foreign_ids(raw, cfg.vocab_size)
+    special = _special_tokens(family, id_source, tokenizer, cfg.vocab_size, cfg_file)
 
     with torch.device("meta"):
         module = DiffusionLM(cfg, tie_embeddings=tie)
-    expected = {name: p for name, p in module.named_parameters()}
     files = _weight_files(path)
-    wanted = {checkpoint_name(family, name): name for name in expected}
+    wanted = {checkpoint_name(family, name): f"lm.{name}" for name, _ in module.named_parameters()}
+    expected = {f"lm.{name}": p for name, p in module.named_parameters()}
+    vision = None
+    if family.name == "llada-v":
+        vision, origin = _build_vision(raw, path, files, cfg.hidden_size)
+        extra["vision_tower"] = origin
+        for name, p in vision.named_parameters():
+            wanted[vision_checkpoint_name(name)] = f"vision.{name}"
+            expected[f"vision.{name}"] = p
+    _check_names(path, wanted, files)
+    state = _read_tensors(files, wanted, expected, dtype, device)
+    lm_state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
+    if tie:
+        lm_state["lm_head.weight"] = lm_state["embed.weight"]
+    module.load_state_dict(lm_state, strict=True, assign=True)
+    if tie:
+        module.lm_head.weight = module.embed.weight
+    module.rotary = type(module.rotary)(cfg.head_dim, cfg.rope_theta, cfg.max_position).to(device)
+    module.eval().requires_grad_(False)
+    for layer in module.layers:
+        layer.attn_implementation = attn_implementation
+    if vision is not None:
+        vision.load_state_dict({k.removeprefix("vision."): v for k, v in state.items() if k.startswith("vision.")},
+                               strict=True, assign=True)
+        vision.eval().requires_grad_(False)
+    return LoadedModel(
+        module=module,
+        special=special,
+        tokenizer=tokenizer,
+        path=str(path),
+        name=str(path_or_name),
+        chat_template=_chat_template(raw, family, tokenizer),
+        extra=extra,
+        vision=vision,
+    )
+
+
+def _drop_foreign_ids(raw: dict, vocab: int) -> tuple[dict, dict]:
+    """LLaDA-V's config.json carries LLaMA-3's bos_token_id (128000), outside LLaDA's vocabulary and
+    unused by the official code; optional role ids outside the vocabulary are set aside (and
+    reported in `LoadedModel.extra`) so that the tokenizer's own token decides."""
+    dropped = {}
+    for role in OPTIONAL_ROLES:
+        key = f"{role}_token_id"
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < vocab:
+            dropped[key] = value
+    return {k: v for k, v in raw.items() if k not in dropped}, dropped
+
+
+def _check_names(path: Path, wanted: dict[str, str], files: dict[str, Path]) -> None:
+    """Every expected tensor present and nothing else, naming the first few either way."""
     missing = sorted(set(wanted) - set(files))
     extra = sorted(set(files) - set(wanted))
     if missing or extra:
@@ -216,6 +281,11 @@ def load(
             parts.append(f"unexpected parameters {extra[:5]}{' ...' if len(extra) > 5 else ''}")
         raise ValueError(f"{where}: {'; '.join(parts)}")
 
+
+def _read_tensors(
+    files: dict[str, Path], wanted: dict[str, str], expected: dict[str, torch.nn.Parameter], dtype: torch.dtype, device: str
+) -> dict[str, torch.Tensor]:
+    """Read every wanted tensor (checkpoint name -> internal name), checking shape, dtype and values."""
     state = {}
     by_file: dict[Path, list[str]] = {}
     for ckpt_name, file in files.items():
@@ -233,23 +303,36 @@ def load(
                 if tuple(tensor.shape) != want:
                     raise ValueError(f"{file}: tensor {ckpt_name} has shape {tuple(tensor.shape)}, expected {want}")
                 state[internal] = _checked_tensor(tensor, ckpt_name, file, dtype, device)
-    if tie:
-        state["lm_head.weight"] = state["embed.weight"]
-    module.load_state_dict(state, strict=True, assign=True)
-    if tie:
-        module.lm_head.weight = module.embed.weight
-    module.rotary = type(module.rotary)(cfg.head_dim, cfg.rope_theta, cfg.max_position).to(device)
-    module.eval().requires_grad_(False)
-    for layer in module.layers:
-        layer.attn_implementation = attn_implementation
-    return LoadedModel(
-        module=module,
-        special=special,
-        tokenizer=tokenizer,
-        path=str(path),
-        name=str(path_or_name),
-        chat_template=_chat_template(raw, family, tokenizer),
-    )
+    return state
+
+
+def _tensor_shapes(files: dict[str, Path], names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the named tensors, read from the safetensors headers (no data loaded)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        by_file.setdefault(files[name], []).append(name)
+    for file, group in by_file.items():
+        with safe_open(str(file), "pt", device="cpu") as f:
+            present = set(f.keys())
+            for name in group:
+                if name in present:
+                    shapes[name] = tuple(f.get_slice(name).get_shape())
+    return shapes
+
+
+def _build_vision(raw: dict, path: Path, files: dict[str, Path], lm_hidden: int):
+    """A meta-device VisionEncoder shaped from the checkpoint, and where its tower shape came from."""
+    from ..vision.encoder import VisionEncoder
+    from ..vision.processor import ImageProcessorConfig
+
+    check_vision_keys(raw, str(path / "config.json"))
+    shapes = _tensor_shapes(files, [n for n in files if n.startswith(TOWER_PREFIX)])
+    processor = ImageProcessorConfig.from_checkpoint(path)
+    tower_cfg, origin = resolve_tower(raw, path, shapes, processor.tile_size)
+    with torch.device("meta"):
+        vision = VisionEncoder(tower_cfg, lm_hidden, processor)
+    return vision, origin
 
 
 def save_llada_checkpoint(module: DiffusionLM, out_dir: str | Path, config: dict) -> None:
@@ -263,3 +346,81 @@ def save_llada_checkpoint(module: DiffusionLM, out_dir: str | Path, config: dict
     }
     save_file(tensors, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+SHARD_BYTES = 2 * 2**30
+
+
+def save_llada_v_checkpoint(
+    module: DiffusionLM, vision, out_dir: str | Path, config: dict, max_shard_bytes: int = SHARD_BYTES
+) -> None:
+    """Write an LM + `VisionEncoder` in GSAI-ML/LLaDA-V's hub layout: sharded safetensors with an
+    index, config.json (the given keys, with every shape and LLaVA key set from the modules),
+    preprocessor_config.json from `vision.processor`, and a local tower folder when the tower is
+    not the known SigLIP shape (so that `unmask.load` can read its head count). Tokenizer files
+    are the caller's to add."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {checkpoint_name(LLADA_V, name): p for name, p in module.named_parameters()}
+    tensors.update({vision_checkpoint_name(name): p for name, p in vision.named_parameters()})
+    _write_shards({k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}, out, max_shard_bytes)
+
+    mc, tower = module.cfg, vision.tower.cfg
+    cfg = dict(config)
+    cfg.update(
+        architectures=["LlavaLLaDAModelLM"],
+        model_type="llava_llada",
+        hidden_size=mc.hidden_size,
+        num_hidden_layers=mc.num_layers,
+        num_attention_heads=mc.num_heads,
+        num_key_value_heads=mc.num_kv_heads,
+        intermediate_size=mc.intermediate_size,
+        vocab_size=mc.vocab_size,
+        rope_theta=mc.rope_theta,
+        rms_norm_eps=mc.rms_norm_eps,
+        max_position_embeddings=mc.max_position,
+        tie_word_embeddings=module.lm_head.weight is module.embed.weight,
+        attention_bias=False,
+        hidden_act="silu",
+        mm_hidden_size=tower.hidden_size,
+        mm_projector_type="mlp2x_gelu",
+        mm_patch_merge_type="spatial_unpad",
+        mm_vision_select_layer=-2,
+        mm_vision_select_feature="patch",
+        mm_use_im_start_end=False,
+        mm_use_im_patch_token=False,
+        use_mm_proj=True,
+        torch_dtype=str(module.embed.weight.dtype).removeprefix("torch."),
+    )
+    hub_name = tower_name_for_save(cfg, tower)
+    if hub_name is None:
+        folder = out / TOWER_FOLDER
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(tower.to_hub_dict(), indent=2) + "\n")
+        cfg["mm_vision_tower"] = TOWER_FOLDER
+    else:
+        cfg["mm_vision_tower"] = hub_name
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    vision.processor.to_checkpoint(out)
+
+
+def _write_shards(tensors: dict[str, torch.Tensor], out: Path, max_shard_bytes: int) -> None:
+    """`model-0000k-of-0000n.safetensors` files of at most `max_shard_bytes` each (a larger tensor
+    gets its own), plus `model.safetensors.index.json`, as the hub's sharded checkpoints."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out / file), metadata={"format": "pt"})
+        weight_map.update({name: file for name in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")

@@ -16,6 +16,17 @@ LLADA_CHAT = (
     "<|startoftext|><|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
+# LLaDA-V's conversation template ("llava_llada"): a fixed system turn, then the user turn (which
+# holds "<image>" where the image goes), rendered by the LLaDA tokenizer's LLaMA-3-style template.
+LLADA_V_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that "
+    "the user provides, and assist the user with a variety of tasks using natural language."
+)
+LLADA_V_CHAT = (
+    "<|startoftext|><|start_header_id|>system<|end_header_id|>\n\n" + LLADA_V_SYSTEM + "<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
 QWEN_CHAT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
@@ -120,6 +131,28 @@ def _parse_dream(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
     return mc, _bool(cfg, "tie_word_embeddings", source)
 
 
+def _parse_llada_v(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
+    """LLaDA-V's LM: LLaDA-8B with LLaMA-style config keys (defaults of its LLaDAConfig class)."""
+    if _bool(cfg, "attention_bias", source):
+        raise ValueError(f"{source}: attention_bias=true is not a LLaDA-V layout unmask supports")
+    n_heads = _int(cfg, "num_attention_heads", source)
+    mc = ModelConfig(
+        family="llada-v",
+        hidden_size=_int(cfg, "hidden_size", source),
+        num_layers=_int(cfg, "num_hidden_layers", source),
+        num_heads=n_heads,
+        num_kv_heads=_int(cfg, "num_key_value_heads", source, n_heads, required=False),
+        intermediate_size=_int(cfg, "intermediate_size", source),
+        vocab_size=_int(cfg, "vocab_size", source),
+        rope_theta=_float(cfg, "rope_theta", source, 10000.0),
+        rms_norm_eps=_float(cfg, "rms_norm_eps", source, 1e-6),
+        max_position=_int(cfg, "max_position_embeddings", source, 2048, required=False),
+        qkv_bias=False,
+        shift_logits=False,
+    )
+    return mc, _bool(cfg, "tie_word_embeddings", source)
+
+
 LLADA = Family(
     name="llada",
     architectures=("LLaDAModelLM",),
@@ -159,7 +192,26 @@ DREAM = Family(
     chat_template=QWEN_CHAT,
 )
 
-FAMILIES = (LLADA, DREAM)
+LLADA_V = Family(
+    name="llada-v",
+    architectures=("LlavaLLaDAModelLM",),
+    parse_config=_parse_llada_v,
+    rename=(
+        (r"embed\.weight", "model.embed_tokens.weight"),
+        (r"layers\.(\d+)\.attn_norm\.weight", "model.layers.{0}.input_layernorm.weight"),
+        (r"layers\.(\d+)\.(q|k|v|o)_proj\.weight", "model.layers.{0}.self_attn.{1}_proj.weight"),
+        (r"layers\.(\d+)\.ffn_norm\.weight", "model.layers.{0}.post_attention_layernorm.weight"),
+        (r"layers\.(\d+)\.(gate|up|down)_proj\.weight", "model.layers.{0}.mlp.{1}_proj.weight"),
+        (r"norm\.weight", "model.norm.weight"),
+        (r"lm_head\.weight", "lm_head.weight"),
+    ),
+    special_names=LLADA.special_names,
+    special_defaults=LLADA.special_defaults,
+    chat_template=LLADA_V_CHAT,
+)
+
+FAMILIES = (LLADA, DREAM, LLADA_V)
+LLADA_V_MODEL_TYPES = ("llava_llada",)
 MOE_KEYS = ("moe_num_experts", "num_experts", "n_routed_experts")
 
 
@@ -171,6 +223,8 @@ def detect_family(cfg: dict, source: str) -> Family:
     for fam in FAMILIES:
         if any(a in fam.architectures for a in archs):
             return fam
+    if not archs and cfg.get("model_type") in LLADA_V_MODEL_TYPES:
+        return LLADA_V
     # Without `architectures`, the field names still tell OLMo-style from Qwen2-style.
     if not archs and "d_model" in cfg and "n_layers" in cfg:
         return LLADA

@@ -32,14 +32,27 @@ class DiffusionLM(nn.Module):
         """Logits for the given hidden rows only (the LM head is costly for large vocabularies)."""
         return self.lm_head(self.norm(hidden))
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, input_ids: Tensor | None, attention_mask: Tensor | None = None, inputs_embeds: Tensor | None = None
+    ) -> Tensor:
         """Full bidirectional forward over [B,T] ids, logits [B,T,V] (Dream's shift applied).
 
+        `inputs_embeds` [B,T,d] (e.g. a prompt with image features spliced in) replaces the token
+        embedding of every row; `input_ids` may then be None (or hold placeholders such as -200).
         Used for training and as the plain reference; generation goes through the engine.
         """
-        positions, key_mask = positions_and_key_mask(attention_mask, input_ids.shape)
-        cos, sin = self.rotary.lookup(positions.to(input_ids.device))
-        h = self.embed(input_ids)
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.cfg.hidden_size:
+                raise ValueError(f"inputs_embeds must be [B, T, {self.cfg.hidden_size}], got {list(inputs_embeds.shape)}")
+            if input_ids is not None and tuple(input_ids.shape) != tuple(inputs_embeds.shape[:2]):
+                raise ValueError(f"input_ids {list(input_ids.shape)} and inputs_embeds {list(inputs_embeds.shape)} disagree")
+            h = inputs_embeds.to(self.embed.weight.dtype)
+        elif input_ids is None:
+            raise ValueError("forward needs input_ids or inputs_embeds")
+        else:
+            h = self.embed(input_ids)
+        positions, key_mask = positions_and_key_mask(attention_mask, h.shape[:2])
+        cos, sin = self.rotary.lookup(positions.to(h.device))
         for layer in self.layers:
             h, _ = layer(h, cos, sin, key_mask=key_mask)
         logits = self.head(h)
@@ -70,6 +83,7 @@ class LoadedModel:
     name: str = ""
     chat_template: str | None = None
     extra: dict = field(default_factory=dict)
+    vision: Any = None  # unmask.vision.encoder.VisionEncoder for family "llada-v", else None
 
     @property
     def cfg(self) -> ModelConfig:

@@ -205,9 +205,10 @@ def parse_grid_pinpoints(value: Any, tile_size: int, where: str) -> tuple[tuple[
 
 def select_best_resolution(image_size: tuple[int, int], pinpoints: tuple[tuple[int, int], ...]) -> tuple[int, int]:
     """The (height, width) pinpoint that keeps the most image pixels after a fitting downscale
-    (never counting more than the image has), ties to the least canvas area, then the earliest."""
+    (never counting more than the image has), ties to the least canvas area, then the earliest.
+    A sliver that keeps 0 pixels everywhere still gets the smallest canvas, as officially."""
     height, width = image_size
-    best: tuple[int, int] | None = None
+    best = pinpoints[0]
     best_effective, best_wasted = 0, math.inf
     for canvas_h, canvas_w in pinpoints:
         scale = min(canvas_w / width, canvas_h / height)
@@ -215,8 +216,6 @@ def select_best_resolution(image_size: tuple[int, int], pinpoints: tuple[tuple[i
         wasted = canvas_w * canvas_h - effective
         if effective > best_effective or (effective == best_effective and wasted < best_wasted):
             best, best_effective, best_wasted = (canvas_h, canvas_w), effective, wasted
-    if best is None:  # only when every canvas keeps 0 pixels, e.g. a 1-pixel-wide sliver
-        raise ImageError(f"no grid pinpoint can hold a {width}x{height} image")
     return best
 
 
