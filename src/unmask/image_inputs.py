@@ -15,9 +15,7 @@ from torch import Tensor
 
 from .models.model import LoadedModel
 from .models.tokenizer import encode_prompts
-
-IMAGE_PLACEHOLDER = -200  # the official IMAGE_TOKEN_INDEX (kept equal to vision.prompt's)
-IMAGE_TEXT = "<image>"
+from .vision.prompt import IMAGE_PLACEHOLDER, IMAGE_TEXT
 
 
 def vision_of(model: LoadedModel):
@@ -91,33 +89,30 @@ def check_images(model: LoadedModel, prompt_ids: list[list[int]], images: list[l
 def splice_prompts(
     model: LoadedModel, prompt_ids: list[list[int]], images: list[Sequence[Any]]
 ) -> tuple[list[list[int]], list[tuple[Tensor, Tensor] | None]]:
-    """Load, preprocess and encode every image (one batch through the tower), then splice each
-    prompt's features at its placeholders: (ids with the pad id at image rows, per prompt
-    (embeds [L, d], from_image [L]) or None for a prompt without images)."""
+    """Load, preprocess and encode each prompt's images, then splice their features at its
+    placeholders: (ids with the pad id at image rows, per prompt (embeds [L, d], from_image [L])
+    or None for a prompt without images)."""
     from .vision.images import ImageError, load_image
     from .vision.processor import process_image
     from .vision.prompt import splice_images
 
     vision = vision_of(model)
-    processed = []
-    for i, sources in enumerate(images):
+    ids_out: list[list[int]] = []
+    embeds: list[tuple[Tensor, Tensor] | None] = []
+    for i, (ids, sources) in enumerate(zip(prompt_ids, images)):
+        if not sources:
+            ids_out.append(ids)
+            embeds.append(None)
+            continue
+        processed = []
         for j, source in enumerate(sources):
             try:
                 processed.append(process_image(load_image(source), vision.processor))
             except ImageError as exc:
                 raise ImageError(f"image {j} of prompt {i}: {exc}") from None
-    with torch.inference_mode():
-        features = vision.encode(processed) if processed else []
-        ids_out, embeds = [], []
-        at = 0
-        for ids, sources in zip(prompt_ids, images):
-            n = len(sources)
-            if n == 0:
-                ids_out.append(ids)
-                embeds.append(None)
-                continue
-            spliced = splice_images(ids, features[at : at + n], model.module.embed, fill_id=model.special.pad)
-            at += n
-            ids_out.append(list(spliced.ids))
-            embeds.append((spliced.embeds, spliced.from_image))
+        with torch.inference_mode():
+            # One tower call per prompt: a prompt's features never depend on the rest of its batch.
+            spliced = splice_images(ids, vision.encode(processed), model.module.embed, fill_id=model.special.pad)
+        ids_out.append(list(spliced.ids))
+        embeds.append((spliced.embeds, spliced.from_image))
     return ids_out, embeds
