@@ -35,8 +35,9 @@ POLICIES = [
 ]
 
 
-def make_llada_v(path: Path, seed: int = 0) -> Path:
-    """A tiny random LLaDA-V checkpoint in the hub layout (14-pixel tiles, anyres up to 2x2 tiles)."""
+def make_llada_v(path: Path, seed: int = 0, vocab: int = 64) -> Path:
+    """A tiny random LLaDA-V checkpoint in the hub layout (14-pixel tiles, anyres up to 2x2 tiles);
+    `vocab=50` is exactly the test tokenizer's, so every id decodes to text."""
     tile = 14
     tower = SiglipConfig(hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, image_size=tile, patch_size=7)
     processor = ImageProcessorConfig(
@@ -45,14 +46,15 @@ def make_llada_v(path: Path, seed: int = 0) -> Path:
     )
     lm_cfg = ModelConfig(
         family="llada-v", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=4, intermediate_size=64,
-        vocab_size=64, rope_theta=500000.0, rms_norm_eps=1e-5, max_position=512, qkv_bias=False, shift_logits=False,
+        vocab_size=vocab, rope_theta=500000.0, rms_norm_eps=1e-5, max_position=512, qkv_bias=False, shift_logits=False,
     )
     torch.manual_seed(seed)
     lm, vision = DiffusionLM(lm_cfg), VisionEncoder(tower, lm_cfg.hidden_size, processor)
     with torch.no_grad():
         for p in [*lm.parameters(), *vision.parameters()]:
             p.normal_(0, 0.3)
-    ids = write_tokenizer(path, LLADA_SPECIALS) if path.mkdir(parents=True, exist_ok=True) is None else None
+    path.mkdir(parents=True, exist_ok=True)
+    ids = write_tokenizer(path, LLADA_SPECIALS)
     save_llada_v_checkpoint(lm, vision, path, {"eos_token_id": ids["<|endoftext|>"], "image_grid_pinpoints": "(1x1),...,(2x2)"})
     return path
 
@@ -332,3 +334,20 @@ def test_image_errors(llada, llada_v, tmp_path):
         unmask.generate(llada_v, prompts=["a"], images=[[str(bad)]], **V_OPTS)
     with pytest.raises(ImageError, match="does not exist"):
         unmask.generate(llada_v, prompts=["a"], images=[[str(tmp_path / "missing.png")]], **V_OPTS)
+
+
+def test_cli_generate_with_image(llada_v, llada_dir, tmp_path, capsys):
+    from unmask.cli import main
+
+    picture = tmp_path / "picture.png"
+    random_image(20, 30, 0).save(picture)
+    flags = ["generation.gen_length=16", "generation.block_length=8"]
+    assert main(["generate", QUESTIONS[0], "--model", llada_v.path, f"image={picture}", *flags]) == 0
+    out, err = capsys.readouterr()
+    # The command line resolves the same defaults as the library (stop at EoT for llada-v).
+    expected = unmask.generate(llada_v, prompts=[QUESTIONS[0]], images=[[str(picture)]], **V_OPTS)
+    assert out.rstrip("\n") == expected.texts[0] and "tokens/s" in err
+    assert main(["generate", "a", "--model", str(llada_dir), f"image={picture}", *flags]) == 2
+    assert "text-only" in capsys.readouterr().err
+    assert main(["generate", "a", "--model", llada_v.path, f"image={tmp_path / 'none.png'}", *flags]) == 2
+    assert "does not exist" in capsys.readouterr().err

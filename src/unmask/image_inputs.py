@@ -33,14 +33,15 @@ def with_image_marks(text: str, count: int) -> str:
 def encode_with_images(model: LoadedModel, text: str, chat: bool) -> list[int]:
     """Token ids of a text prompt, -200 where each `<image>` stands (template applied first)."""
     if chat and model.chat_template:
-        return _join(model, model.chat_template.format(content=text).split(IMAGE_TEXT))
+        return ids_with_placeholders(model, model.chat_template.format(content=text))
     bos = [model.special.bos] if model.special.bos is not None else []
-    return bos + _join(model, text.split(IMAGE_TEXT))
+    return bos + ids_with_placeholders(model, text)
 
 
-def _join(model: LoadedModel, pieces: list[str]) -> list[int]:
+def ids_with_placeholders(model: LoadedModel, text: str) -> list[int]:
+    """Token ids of laid-out text: each piece between `<image>` marks tokenized alone, -200 between."""
     ids: list[int] = []
-    for i, piece in enumerate(pieces):
+    for i, piece in enumerate(text.split(IMAGE_TEXT)):
         if i:
             ids.append(IMAGE_PLACEHOLDER)
         ids.extend(model.tokenizer.encode(piece))
@@ -93,7 +94,7 @@ def splice_prompts(
     placeholders: (ids with the pad id at image rows, per prompt (embeds [L, d], from_image [L])
     or None for a prompt without images)."""
     from .vision.images import ImageError, load_image
-    from .vision.processor import process_image
+    from .vision.processor import ProcessedImage, process_image
     from .vision.prompt import splice_images
 
     vision = vision_of(model)
@@ -106,6 +107,9 @@ def splice_prompts(
             continue
         processed = []
         for j, source in enumerate(sources):
+            if isinstance(source, ProcessedImage):  # already preprocessed (the server does it before queueing)
+                processed.append(source)
+                continue
             try:
                 processed.append(process_image(load_image(source), vision.processor))
             except ImageError as exc:
@@ -116,3 +120,12 @@ def splice_prompts(
         ids_out.append(list(spliced.ids))
         embeds.append((spliced.embeds, spliced.from_image))
     return ids_out, embeds
+
+
+def feature_count(vision, image) -> int:
+    """Rows a preprocessed image takes in the prompt, without running the tower: the packing is
+    applied to one-channel zero features of the tower's shape (cheap, and always the real count)."""
+    from .vision.packing import pack_image_features
+
+    dummy = torch.zeros(image.pixel_values.shape[0], vision.tower.cfg.num_patches, 1)
+    return pack_image_features(dummy, image, torch.zeros(1), vision.processor).shape[0]

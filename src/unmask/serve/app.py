@@ -141,6 +141,7 @@ def create_app(settings: ServeSettings, batcher: RequestBatcher) -> FastAPI:
         job = Job(
             input_ids=prepared.input_ids, cache=prepared.cache, options=prepared.options, key=prepared.key,
             on_done=events.done, on_prefix=events.prefix if prepared.stream else None,
+            images=prepared.images, prompt_tokens=prepared.prompt_tokens,
         )
         try:
             batcher.submit(job)
@@ -161,7 +162,7 @@ def create_app(settings: ServeSettings, batcher: RequestBatcher) -> FastAPI:
         if isinstance(outcome, BaseException):
             raise failure(outcome)
         answer = final_answer(model.tokenizer, outcome.token_ids, model.special.stop_ids, prepared.max_tokens, prepared.stops)
-        usage = Responder.usage(len(prepared.input_ids), answer)
+        usage = Responder.usage(prepared.prompt_tokens, answer)
         return JSONResponse(responder.response(answer, usage, metrics(outcome, prepared)))
 
     async def answer_or_leave(http: Request, job: Job, events: JobEvents) -> Outcome | BaseException | None:
@@ -206,7 +207,7 @@ def create_app(settings: ServeSettings, batcher: RequestBatcher) -> FastAPI:
                 last["unmask"] = metrics(payload, prepared)
                 yield sse(last)
                 if prepared.include_usage:
-                    yield sse(responder.usage_chunk(Responder.usage(len(prepared.input_ids), answer)))
+                    yield sse(responder.usage_chunk(Responder.usage(prepared.prompt_tokens, answer)))
                 break
             yield DONE
         except Exception:  # noqa: BLE001 - the response has started: end the stream with an error event
