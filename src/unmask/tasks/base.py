@@ -21,6 +21,7 @@ class Sample:
     prompt: str
     reference: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    images: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ from .base import Task
 from .gsm8k import GSM8KTask
 from .humaneval import HumanEvalInstructTask, HumanEvalTask
 from .math500 import Math500Task
+from .mathverse import MathVerseTask
+from .mathvista import MathVistaTask
 from .mbpp import MBPPTask
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls for cls in (ArithTask, GSM8KTask, Math500Task, HumanEvalTask, HumanEvalInstructTask, MBPPTask)
 }
+TASKS.update({cls.name: cls for cls in (MathVistaTask, MathVerseTask)})  # image benchmarks (LLaDA-V)
 
 
 def get_task(name: str, **kwargs) -> Task:
