@@ -351,3 +351,24 @@ def test_cli_generate_with_image(llada_v, llada_dir, tmp_path, capsys):
     assert "text-only" in capsys.readouterr().err
     assert main(["generate", "a", "--model", llada_v.path, f"image={tmp_path / 'none.png'}", *flags]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_runner_passes_sample_images(llada_v):
+    """Samples that carry images (Sample.images) are decoded with them, batched or not."""
+    from unmask.evaluation import run_samples
+    from unmask.tasks.base import Sample, Score, Task
+
+    class Echo(Task):
+        name = "echo"
+
+        def score(self, sample, output):
+            return Score(output, False)
+
+    images = _images()
+    samples = [Sample(id=str(i), prompt=q, reference=None, images=tuple(im)) for i, (q, im) in enumerate(zip(QUESTIONS, images))]
+    expected = unmask.generate(llada_v, prompts=QUESTIONS, images=images, **V_OPTS).texts
+    for batch_size in (1, 3):
+        records = run_samples(llada_v, Echo(), samples, generation=dict(V_OPTS), batch_size=batch_size, warmup=False)
+        assert [r["raw_output"] for r in records] == expected
+    blank = unmask.generate(llada_v, prompts=QUESTIONS, **V_OPTS).texts
+    assert blank != expected  # the images change the answers, so the check above can fail
