@@ -285,3 +285,51 @@ def test_tile_size_must_match_the_tower(saved, tmp_path):
 
 def test_text_llada_checkpoints_have_no_vision(llada):
     assert llada.vision is None
+
+
+# -- the LM's rotary numerics ------------------------------------------------------------------------
+
+
+def test_bfloat16_rotary_follows_the_llama_style_official_code(saved):
+    """LLaDA-V's LM is LLaMA-style transformers code: cos/sin built in float32, cast to the
+    activations' dtype, and q * cos + rotate_half(q) * sin computed in that dtype. transformers'
+    Llama rotary does the same; the rotated queries must be bit-identical in bfloat16."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    model = unmask.load(saved[0], dtype="bfloat16")
+    layer = model.module.layers[1]
+    positions = torch.arange(300)[None]
+    x = torch.randn(1, 300, LM.hidden_size, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    normed = layer.attn_norm(x)
+    cos, sin = model.module.rotary.lookup(positions)
+    assert cos.dtype == torch.bfloat16
+    ours = layer.query(normed, cos, sin)
+
+    llama = LlamaConfig(hidden_size=LM.hidden_size, num_attention_heads=LM.num_heads, max_position_embeddings=512,
+                        rope_theta=LM.rope_theta)
+    q = layer.q_proj(normed).view(1, 300, LM.num_heads, LM.head_dim).transpose(1, 2)
+    ref_cos, ref_sin = LlamaRotaryEmbedding(llama)(q, positions)
+    ref, _ = apply_rotary_pos_emb(q, q, ref_cos, ref_sin)
+    assert torch.equal(ours, ref)
+    # The float32 rotation (LLaDA's) differs in bfloat16, so the test can tell them apart.
+    float_path = ((q.float() * ref_cos.float()) + torch.cat([-q[..., 4:], q[..., :4]], -1).float() * ref_sin.float()).to(torch.bfloat16)
+    assert not torch.equal(float_path, ref)
+
+
+def test_text_llada_tables_stay_float32(llada):
+    module = llada.module
+    assert module.rotary.cos.dtype == torch.float32
+    module.rotary.to(torch.bfloat16)
+    assert module.rotary.cos.dtype == torch.float32
+
+
+def test_fingerprint_covers_the_image_settings(saved, tmp_path):
+    from unmask.models.checkpoint import fingerprint
+
+    path = _copy(saved, tmp_path)
+    before = fingerprint(path)
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    pre["image_mean"] = [0.4, 0.5, 0.5]
+    (path / "preprocessor_config.json").write_text(json.dumps(pre))
+    assert fingerprint(path) != before

@@ -61,6 +61,8 @@ def read_config(path: Path) -> tuple[dict, Family]:
 
 
 FINGERPRINT_WINDOWS, FINGERPRINT_WINDOW_BYTES = 16, 1 << 16
+# LLaDA-V's image settings and local tower config also decide its outputs.
+OPTIONAL_HASHED = ("preprocessor_config.json", "siglip_tower/config.json")
 
 
 def fingerprint(path: Path) -> str:
@@ -75,6 +77,10 @@ def fingerprint(path: Path) -> str:
     for name in ("config.json", "tokenizer.json"):
         file = path / name
         digest.update(name.encode() + (file.read_bytes() if file.exists() else b"<missing>"))
+    for name in OPTIONAL_HASHED:  # hashed only when present, so text checkpoints keep their fingerprints
+        file = path / name
+        if file.exists():
+            digest.update(name.encode() + file.read_bytes())
     for file in sorted(set(_weight_files(path).values())):
         size = file.stat().st_size
         digest.update(f"{file.name}:{size}".encode())
@@ -235,7 +241,9 @@ def load(
     module.load_state_dict(lm_state, strict=True, assign=True)
     if tie:
         module.lm_head.weight = module.embed.weight
-    module.rotary = type(module.rotary)(cfg.head_dim, cfg.rope_theta, cfg.max_position).to(device)
+    module.rotary = type(module.rotary)(
+        cfg.head_dim, cfg.rope_theta, cfg.max_position, in_model_dtype=module.rotary.in_model_dtype
+    ).to(device=device, dtype=dtype)
     module.eval().requires_grad_(False)
     for layer in module.layers:
         layer.attn_implementation = attn_implementation

@@ -36,21 +36,38 @@ class RMSNorm(nn.Module):
 
 
 class RotaryTable(nn.Module):
-    """Precomputed float32 cos/sin for NeoX-style (rotate_half) rotary embeddings.
+    """Precomputed cos/sin for NeoX-style (rotate_half) rotary embeddings.
 
     The sin table is stored signed (first half negated), so that `rotate_half(x) * sin` is
     `roll(x, half) * signed_sin`: one roll instead of slicing, negating and concatenating.
+
+    LLaDA and Dream keep float32 tables (built in float64) and rotate in float32. With
+    `in_model_dtype` (LLaDA-V, whose LM is LLaMA-style transformers code) the tables are built in
+    float32 as that code builds them, follow the module's dtype, and `apply_rotary` rotates in
+    that dtype, as the official code casts cos/sin to the activations' dtype.
     """
 
-    def __init__(self, head_dim: int, theta: float, max_position: int):
+    def __init__(self, head_dim: int, theta: float, max_position: int, in_model_dtype: bool = False):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        angles = torch.outer(torch.arange(max_position, dtype=torch.float64), inv_freq)
+        self.in_model_dtype = in_model_dtype
+        if in_model_dtype:
+            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+            angles = torch.outer(torch.arange(max_position, dtype=torch.int64).float(), inv_freq)
+        else:
+            inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+            angles = torch.outer(torch.arange(max_position, dtype=torch.float64), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)
-        sign = torch.ones(head_dim, dtype=torch.float64)
+        sign = torch.ones(head_dim, dtype=angles.dtype)
         sign[: head_dim // 2] = -1
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", (angles.sin() * sign).float(), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """Moves follow the module; dtype casts only with `in_model_dtype` (else tables stay float32)."""
+        super()._apply(fn, recurse)
+        if not self.in_model_dtype:
+            self.cos, self.sin = self.cos.float(), self.sin.float()
+        return self
 
     def lookup(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """cos/signed sin shaped [B, 1, R, D] for position ids [B, R] (the pair `apply_rotary` takes)."""
@@ -60,7 +77,10 @@ class RotaryTable(nn.Module):
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x * cos + rotate_half(x) * sin in float32, with `sin` the signed table of `RotaryTable`."""
+    """x * cos + rotate_half(x) * sin, with `sin` the signed table of `RotaryTable`: in float32 for
+    float32 tables, else in the tables' dtype with the official rounding order (LLaDA-V)."""
+    if cos.dtype != torch.float32:
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
     xf = x.float()
     return torch.addcmul(xf * cos, xf.roll(xf.shape[-1] // 2, dims=-1), sin).to(x.dtype)
 

@@ -26,7 +26,7 @@ class DiffusionLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        self.rotary = RotaryTable(cfg.head_dim, cfg.rope_theta, cfg.max_position)
+        self.rotary = RotaryTable(cfg.head_dim, cfg.rope_theta, cfg.max_position, in_model_dtype=cfg.family == "llada-v")
 
     def head(self, hidden: Tensor) -> Tensor:
         """Logits for the given hidden rows only (the LM head is costly for large vocabularies)."""

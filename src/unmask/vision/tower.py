@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -127,10 +128,14 @@ class SiglipEmbeddings(nn.Module):
 
 
 class SiglipAttention(nn.Module):
+    """Eager attention as the official tower computes it: scores in the model dtype, softmax in
+    float32 cast back, then the weighted sum (so bfloat16 features round as the official ones)."""
+
     def __init__(self, cfg: SiglipConfig):
         super().__init__()
         d = cfg.hidden_size
         self.num_heads = cfg.num_heads
+        self.scale = (d // cfg.num_heads) ** -0.5
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,7 +145,10 @@ class SiglipAttention(nn.Module):
         def heads(t: Tensor) -> Tensor:
             return t.view(b, n, h, d // h).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)))
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        scores = torch.matmul(q, k.transpose(2, 3)) * self.scale
+        probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(probs, v)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
