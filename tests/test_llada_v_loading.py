@@ -333,3 +333,19 @@ def test_fingerprint_covers_the_image_settings(saved, tmp_path):
     pre["image_mean"] = [0.4, 0.5, 0.5]
     (path / "preprocessor_config.json").write_text(json.dumps(pre))
     assert fingerprint(path) != before
+
+
+def test_checkpoint_without_the_unused_post_layernorm_loads(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    prefix = "model.vision_tower.vision_tower.vision_model.post_layernorm."
+    for shard in set(index["weight_map"].values()):
+        tensors = load_file(str(path / shard))
+        save_file({k: v for k, v in tensors.items() if not k.startswith(prefix)}, str(path / shard))
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if not k.startswith(prefix)}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    model = unmask.load(path)
+    assert model.vision.tower.post_layernorm is None
+    images = [_image(40, 90, 1), _image(20, 20, 2)]
+    with torch.no_grad():
+        assert torch.equal(_logits(model.module, model.vision, images), _logits(saved[1], saved[2], images))

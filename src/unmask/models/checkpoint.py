@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -22,6 +23,9 @@ from .vision_checkpoint import (
     vision_checkpoint_name,
 )
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from ..vision.encoder import VisionEncoder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BUNDLED = Path(__file__).resolve().parent.parent / "assets"
@@ -329,7 +333,7 @@ def _tensor_shapes(files: dict[str, Path], names: list[str]) -> dict[str, tuple[
     return shapes
 
 
-def _build_vision(raw: dict, path: Path, files: dict[str, Path], lm_hidden: int):
+def _build_vision(raw: dict, path: Path, files: dict[str, Path], lm_hidden: int) -> tuple["VisionEncoder", dict]:
     """A meta-device VisionEncoder shaped from the checkpoint, and where its tower shape came from."""
     from ..vision.encoder import VisionEncoder
     from ..vision.processor import ImageProcessorConfig
@@ -338,8 +342,10 @@ def _build_vision(raw: dict, path: Path, files: dict[str, Path], lm_hidden: int)
     shapes = _tensor_shapes(files, [n for n in files if n.startswith(TOWER_PREFIX)])
     processor = ImageProcessorConfig.from_checkpoint(path)
     tower_cfg, origin = resolve_tower(raw, path, shapes, processor.tile_size)
+    # The unused post-layernorm may be absent from a checkpoint (both tensors, or the layout is wrong).
+    post_norm = any(n.startswith(TOWER_PREFIX + "post_layernorm.") for n in files)
     with torch.device("meta"):
-        vision = VisionEncoder(tower_cfg, lm_hidden, processor)
+        vision = VisionEncoder(tower_cfg, lm_hidden, processor, post_layernorm=post_norm)
     return vision, origin
 
 
@@ -360,7 +366,7 @@ SHARD_BYTES = 2 * 2**30
 
 
 def save_llada_v_checkpoint(
-    module: DiffusionLM, vision, out_dir: str | Path, config: dict, max_shard_bytes: int = SHARD_BYTES
+    module: DiffusionLM, vision: "VisionEncoder", out_dir: str | Path, config: dict, max_shard_bytes: int = SHARD_BYTES
 ) -> None:
     """Write an LM + `VisionEncoder` in GSAI-ML/LLaDA-V's hub layout: sharded safetensors with an
     index, config.json (the given keys, with every shape and LLaVA key set from the modules),

@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 class VisionEncoder(nn.Module):
     """The vision half of LLaDA-V; `processor` holds the image-processor settings it was built for."""
 
-    def __init__(self, tower_cfg: SiglipConfig, lm_hidden: int, processor: "ImageProcessorConfig"):
+    def __init__(
+        self, tower_cfg: SiglipConfig, lm_hidden: int, processor: "ImageProcessorConfig", post_layernorm: bool = True
+    ):
         super().__init__()
         if processor.tile_size != tower_cfg.image_size:
             raise ValueError(
                 f"image processor tile size {processor.tile_size} differs from the vision tower's input size {tower_cfg.image_size}"
             )
-        self.tower = SiglipVisionTower(tower_cfg)
+        self.tower = SiglipVisionTower(tower_cfg, post_layernorm=post_layernorm)
         self.projector = MlpProjector(tower_cfg.hidden_size, lm_hidden)
         # Initialised as the official training code does (std 1/sqrt(hidden)); loading overwrites it.
         self.image_newline = nn.Parameter(torch.randn(lm_hidden) * lm_hidden**-0.5)

@@ -186,13 +186,14 @@ class SiglipEncoder(nn.Module):
 class SiglipVisionTower(nn.Module):
     """Tiles [n, 3, S, S] -> patch features [n, (S/p)^2, hidden] from the last stored layer."""
 
-    def __init__(self, cfg: SiglipConfig):
+    def __init__(self, cfg: SiglipConfig, post_layernorm: bool = True):
         super().__init__()
         self.cfg = cfg
         self.embeddings = SiglipEmbeddings(cfg)
         self.encoder = SiglipEncoder(cfg)
-        # Stored in LLaDA-V checkpoints but not applied to the features (see the module docstring).
-        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        # Stored in LLaDA-V checkpoints but not applied to the features (see the module docstring);
+        # `post_layernorm=False` for a checkpoint saved without it.
+        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if post_layernorm else None
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         size = self.cfg.image_size
