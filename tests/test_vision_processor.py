@@ -233,6 +233,8 @@ def test_load_image_errors(tmp_path):
         load_image(good, max_pixels=399)
     with pytest.raises(ImageError, match="zero size"):
         load_image(Image.new("RGB", (0, 5)))
+    with pytest.raises(ImageError, match="PIL image is not readable"):  # lazily opened, pixels missing
+        load_image(Image.open(io.BytesIO(good[: len(good) // 2])))
     with pytest.raises(ImageError, match="does not exist"):
         load_image(tmp_path / "missing.png")
     with pytest.raises(ImageError, match="not a regular file"):
@@ -256,3 +258,28 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding():
         load_image(png_header_only(30000, 30000), max_pixels=10**10)
     with pytest.raises(ImageError, match="not a readable image"):  # within the limit: decoding is tried and fails
         load_image(png_header_only(10, 10))
+
+
+# --- against the official LLaDA-V code at the real checkpoint's settings ---------------------
+
+def pattern(width: int, height: int) -> Image.Image:
+    """A deterministic test picture: every channel a different function of (x, y)."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    channels = [(xs * 7 + ys * 13) % 256, (xs * 3 + ys * 5 + 50) % 256, (xs * ys) % 256]
+    return Image.fromarray(torch.stack(channels, -1).to(torch.uint8).numpy())
+
+
+def test_pixels_equal_recorded_official_llada_v_preprocessing(tmp_path):
+    """data/llada_v_official_pixels.json: sha256 of the pixel tensors that LLaDA-V's own
+    process_images produced (anyres_max_4, "(1x1),...,(6x6)", 384-pixel SigLIP tiles)."""
+    import hashlib
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parent / "data" / "llada_v_official_pixels.json").read_text())["images"]
+    write_checkpoint(tmp_path, {"image_aspect_ratio": "anyres_max_4", "image_grid_pinpoints": "(1x1),...,(6x6)"})
+    cfg = ImageProcessorConfig.from_checkpoint(tmp_path)
+    for size, expected in recorded.items():
+        width, height = map(int, size.split("x"))
+        pixels = process_image(pattern(width, height), cfg).pixel_values.contiguous()
+        assert list(pixels.shape) == expected["shape"], size
+        assert hashlib.sha256(pixels.numpy().tobytes()).hexdigest() == expected["sha256"], size

@@ -38,7 +38,10 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, max
         raise ValueError(f"max_pixels and max_bytes must be positive, got {max_pixels} and {max_bytes}")
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels, "the given PIL image")
-        return source.convert("RGB")
+        try:  # a lazily opened image decodes here
+            return source.convert("RGB")
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"the given PIL image is not readable: decoding failed ({type(exc).__name__}: {exc})") from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         _check_bytes(len(data), max_bytes, "the image data")
