@@ -372,3 +372,37 @@ def test_eval_runner_passes_sample_images(llada_v):
         assert [r["raw_output"] for r in records] == expected
     blank = unmask.generate(llada_v, prompts=QUESTIONS, **V_OPTS).texts
     assert blank != expected  # the images change the answers, so the check above can fail
+
+
+def _bundled_tiny_v():
+    from importlib import resources
+
+    if not (resources.files("unmask") / "assets" / "tiny-v" / "config.json").is_file():
+        pytest.skip("the bundled tiny-v model is not in this tree")
+    return unmask.load("tiny-v", dtype="float32")
+
+
+@pytest.mark.parametrize(
+    "cache, options",
+    [
+        ({"name": "prefix"}, {"steps": 2}),
+        ({"name": "prefix", "use_dual": True}, {"steps": 2}),
+        ({"name": "dllm", "kp": 1, "kr": 1}, {}),
+        ({"name": "d2cache", "current_k": 16, "rollout_p": 1.0}, {"block_length": 8, "sigma": 0.0}),
+        ({"name": "elastic", "gamma": 1.0, "window": 16, "exact_gamma1": True, "suppress_mask": True}, {"block_length": 16}),
+    ],
+)
+def test_tiny_v_recompute_everything_matches_baseline(cache, options):
+    """The shipped tiny-v on its own example picture and a rendered one: each method's exact setting
+    decodes the baseline's tokens (and the example's answer is its dot count)."""
+    from importlib import resources
+
+    model = _bundled_tiny_v()
+    example = str(resources.files("unmask") / "assets" / "tiny-v" / "example.png")
+    prompts, images = ["How many apples are there now?"] * 2, [[example], [random_image(40, 25, 7)]]
+    opts = {**V_OPTS, **options}
+    base_opts = {**opts, "threshold": 0.9} if cache["name"] == "elastic" else opts
+    base = unmask.generate(model, prompts=prompts, images=images, **base_opts)
+    other = unmask.generate(model, prompts=prompts, images=images, cache=cache, **opts)
+    assert base.token_ids == other.token_ids
+    assert base.texts[0].strip() == "#### 5"  # the example picture shows five dots
