@@ -366,7 +366,7 @@ def run_bench(
     from tqdm import tqdm
 
     from . import plots
-    from .evaluation import task_samples
+    from .evaluation import sample_images, task_samples
     from .generate import generate
 
     methods = list(methods or METHODS)
@@ -447,7 +447,8 @@ def run_bench(
     if trace:
         for m in trace_methods:
             cfg = cfgs[m]
-            r = generate(model, prompts=[samples[0].prompt], cache=cfg.cache, trace=True, **cfg.generation)
+            r = generate(model, prompts=[samples[0].prompt], images=sample_images(samples[:1]), cache=cfg.cache, trace=True,
+                         **cfg.generation)
             traced[m] = r.trace
             canvas_rows = len(r.prompt_ids[0]) + main_length
         title = f"decode trace, sample {samples[0].id}"

@@ -12,6 +12,7 @@ import re
 import sys
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=\S*$")
+IMAGE = "image="  # unmask generate "question" image=picture.png: an image for a LLaDA-V model
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -28,7 +29,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cfg = resolve_config(overrides)
     reject_eval_only(cfg, "unmask generate", allowed=("dataset.name",))
     model = load_model(cfg)
-    result = unmask.generate(model, prompts=[args.prompt], cache=cfg.cache, **cfg.generation)
+    images = [args.images] if args.images else None
+    result = unmask.generate(model, prompts=[args.prompt], images=images, cache=cfg.cache, **cfg.generation)
     print(result.texts[0], flush=True)
     print(
         f"[{result.answer_tokens[0]} tokens in {result.total_seconds:.2f}s: {result.tokens_per_second:.1f} tokens/s, "
@@ -39,9 +41,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _split_prompt(args: argparse.Namespace) -> None:
-    """One positional is the prompt; the others are `key=value` overrides."""
-    overrides = [w for w in args.words if OVERRIDE.match(w)]
-    prompts = [w for w in args.words if not OVERRIDE.match(w)]
+    """One positional is the prompt; `image=PATH` (repeatable) are its images; the others are
+    `key=value` overrides."""
+    args.images = [w[len(IMAGE) :] for w in args.words if w.startswith(IMAGE)]
+    words = [w for w in args.words if not w.startswith(IMAGE)]
+    if any(not path for path in args.images):
+        raise ValueError("image= needs a file path (image=picture.png)")
+    overrides = [w for w in words if OVERRIDE.match(w)]
+    prompts = [w for w in words if not OVERRIDE.match(w)]
     if len(prompts) != 1:
         raise ValueError(f"expected one prompt (quote it), got {len(prompts)}: {prompts}")
     args.prompt, args.overrides = prompts[0], overrides
@@ -63,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--model", default=None, help="same as model=...: a config name (tiny, llada-inst, ...) or a checkpoint directory")
     gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="same as model.dtype=...")
     gen.epilog = ("then the prompt and overrides as in unmask eval: model=... cache=... cache.key=value "
-                  "generation.key=value (dataset.name=... takes that task's decoding defaults)")
+                  "generation.key=value (dataset.name=... takes that task's decoding defaults); image=PATH "
+                  "(repeatable) gives a LLaDA-V model an image, placed before the prompt unless it says <image>")
     train = sub.add_parser("train", help="masked-diffusion training of a small LLaDA-format model")
     train.epilog = "settings as key=value, e.g. out=runs/tiny minutes=60"
     for name, (_, text) in DELEGATED.items():

@@ -342,6 +342,8 @@ def _resolve_generation(
     derive("block_length", INSTRUCT_BLOCK_LENGTH if model["instruct"] else None)
     derive("chat", bool(model["instruct"] and task_cls.use_chat_template))
     derive("seed", seed)
+    for key, value in GenerationOptions.family_defaults(model["family"]).items():
+        derive(key, value)
     if cache_cls is not None:
         settings = {k: v for k, v in cache.items() if k != "name"}
         for key, value in cache_cls.default_options(settings, model["family"] or "llada").items():

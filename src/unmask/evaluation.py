@@ -34,6 +34,12 @@ harness=lm-eval (gsm8k, humaneval, mbpp, math-500): lm-evaluation-harness's task
 # -- reusable pieces (also used by `unmask bench`) -------------------------------------------
 
 
+def sample_images(samples) -> list[list] | None:
+    """The samples' images for generate (None when no sample has any: text tasks pass nothing)."""
+    images = [list(getattr(s, "images", ())) for s in samples]
+    return images if any(images) else None
+
+
 def batch_seed(seed: int | None, first_id: str) -> int | None:
     """A batch's generator seed from the run seed and its first sample id, so a sample's result
     does not depend on the process or resume order that reached it."""
@@ -75,13 +81,14 @@ def run_samples(
     if warmup and samples:
         if on_phase is not None:
             on_phase("warm-up")
-        generate(model, prompts=[samples[0].prompt], cache=cache, seed=seed, **generation)
+        generate(model, prompts=[samples[0].prompt], images=sample_images(samples[:1]), cache=cache, seed=seed, **generation)
     if on_phase is not None:
         on_phase("decode")
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
         result = generate(
-            model, prompts=[s.prompt for s in batch], cache=cache, seed=batch_seed(seed, batch[0].id), **generation
+            model, prompts=[s.prompt for s in batch], images=sample_images(batch), cache=cache,
+            seed=batch_seed(seed, batch[0].id), **generation,
         )
         peak = metrics.peak_memory_mb(model.device)
         for i, sample in enumerate(batch):

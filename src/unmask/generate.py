@@ -12,8 +12,8 @@ from torch import Tensor
 from .caches.registry import resolve_cache
 from .decoding.stops import first_stop
 from .engine.loop import DenoisingLoop, StepTrace
+from .image_inputs import check_images, encode_text_prompts, image_lists, splice_prompts
 from .models.model import LoadedModel
-from .models.tokenizer import encode_prompts
 from .options import GenerationOptions
 
 __all__ = ["GenerationResult", "StepTrace", "generate", "make_loop"]
@@ -99,6 +99,7 @@ def generate(
     model: LoadedModel,
     prompts: list[str] | str | None = None,
     input_ids: list[list[int]] | None = None,
+    images: list[list[Any]] | None = None,
     cache: str | dict | None = None,
     trace: bool = False,
     on_step: Callable[[int, list[int]], None] | None = None,
@@ -107,6 +108,9 @@ def generate(
 ) -> GenerationResult:
     """Denoise `prompt ++ [MASK] * gen_length` for each prompt (batched, left-padded).
 
+    `images` (LLaDA-V models): per prompt a list of images (PIL images, file paths or encoded
+    bytes), one per `<image>` in its text or -200 in its `input_ids`; a text prompt with images
+    and no `<image>` gets them before its text. Prompts without images take [].
     `cache` mirrors the Hydra group: None, "prefix", or {"name": "dllm", "kp": 50, ...}.
     `options` are the `generation.*` keys (gen_length, block_length, steps, threshold, ...).
     `on_step(index, prefix_ids)`, if given, is called after each denoising step that grew prompt
@@ -117,7 +121,7 @@ def generate(
     the call returns as soon as no prompt runs. Used by the server to drop requests whose client left.
     """
     with torch.inference_mode():
-        loop = make_loop(model, prompts=prompts, input_ids=input_ids, cache=cache, trace=trace, **options)
+        loop = make_loop(model, prompts=prompts, input_ids=input_ids, images=images, cache=cache, trace=trace, **options)
         if on_step is not None:
             loop.prefix_hook = _PrefixReporter(on_step, loop.state.batch)
         loop.cancelled = cancelled
@@ -129,6 +133,7 @@ def make_loop(
     model: LoadedModel,
     prompts: list[str] | str | None = None,
     input_ids: list[list[int]] | None = None,
+    images: list[list[Any]] | None = None,
     cache: str | dict | None = None,
     trace: bool = False,
     **options: Any,
@@ -143,13 +148,20 @@ def make_loop(
         raise ValueError("pass exactly one of prompts=[...] or input_ids=[[...], ...]")
     if isinstance(prompts, str):
         prompts = [prompts]
-    prompt_ids = encode_prompts(model, prompts, opts.chat) if prompts is not None else [list(map(int, p)) for p in input_ids]
+    images = image_lists(images, len(prompts if prompts is not None else input_ids))
+    if prompts is not None:
+        prompt_ids = encode_text_prompts(model, prompts, images, opts.chat)
+    else:
+        prompt_ids = [list(map(int, p)) for p in input_ids]
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ValueError("every prompt needs at least one token")
+    prompt_embeds = None
+    if check_images(model, prompt_ids, images):
+        prompt_ids, prompt_embeds = splice_prompts(model, prompt_ids, images)
     longest = max(len(p) for p in prompt_ids) + opts.gen_length
     if longest > model.cfg.max_position:
         raise ValueError(
             f"prompt ({longest - opts.gen_length} tokens) + generation.gen_length ({opts.gen_length}) exceeds "
             f"the model's maximum length of {model.cfg.max_position}"
         )
-    return DenoisingLoop(model, opts, policy_cls, settings, prompt_ids, trace)
+    return DenoisingLoop(model, opts, policy_cls, settings, prompt_ids, trace, prompt_embeds=prompt_embeds)

@@ -8,6 +8,10 @@ from dataclasses import dataclass, fields
 from .decoding.sampling import ALGS, CONFIDENCE_DTYPES, DREAM_ALGS, LLADA_ALGS
 
 
+# LLaDA-V's official generate never lets a masked position become one of these (it lists the 8B
+# tokenizer's ids 126081, 126080, 126346, 126347; unmask resolves them by name).
+LLADA_V_SUPPRESSED = ("<|endoftext|>", "<|startoftext|>", "<|start_header_id|>", "<|end_header_id|>")
+
 MAX_SIGMA = 10_000  # the certainty prior's kernel spans 6 sigma; wider is flat over any canvas
 
 # The hub's Dream `diffusion_generate` builds its generation config from the model config, which
@@ -36,7 +40,13 @@ class GenerationOptions:
     cfg_scale: float = 0.0
     logits_eos_inf: bool = False
     confidence_eos_eot_inf: bool = False
-    stop_until_eos: bool = False
+    stop_until_eos: bool | None = None  # None = the family's default (true for llada-v, false otherwise)
+    # Once a sequence has committed an EOS/EOT, decode only the masks before the first one (LLaDA-V's
+    # stopping rule). None = the family's default (true for llada-v when stop_until_eos).
+    commit_before_stop: bool | None = None
+    # Token names whose logits are -inf at masked positions (never generated). None = the family's default
+    # (llada-v: the four its official generate forbids, those the tokenizer has); [] = none.
+    suppress_tokens: list[str] | None = None
     seed: int | None = None
     chat: bool = True  # apply the model's chat template to text prompts
 
@@ -66,8 +76,14 @@ class GenerationOptions:
     def steps_per_block(self) -> int:
         return self.steps // self.num_blocks
 
+    @staticmethod
+    def family_defaults(family: str | None) -> dict:
+        """Options whose default depends on the model family (LLaDA-V's official generate stops at EoT)."""
+        return {"stop_until_eos": family == "llada-v"}
+
     def resolve(self, family: str) -> None:
         """Fill family defaults and reject impossible combinations, naming the keys involved."""
+        self._resolve_stops(family)
         for name in ("temperature", "alg_temp", "top_p", "eps", "threshold", "factor", "sigma", "cfg_scale"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -115,6 +131,8 @@ class GenerationOptions:
                 )
             if self.steps > self.gen_length:
                 raise ValueError(f"generation.steps={self.steps} exceeds generation.gen_length={self.gen_length}")
+        if self.confidence_dtype == "auto" and family == "llada-v" and self.alg == "low_confidence":
+            self.confidence_dtype = "float64"  # LLaDA-V's generate: softmax of the float32 logits in float64
         if self.confidence_dtype not in CONFIDENCE_DTYPES:
             raise ValueError(f"generation.confidence_dtype={self.confidence_dtype!r}; valid choices: {list(CONFIDENCE_DTYPES)}")
         if self.confidence_dtype != "auto" and self.alg != "low_confidence":
@@ -153,6 +171,19 @@ class GenerationOptions:
             )
         if self.cfg_scale < 0:
             raise ValueError(f"generation.cfg_scale={self.cfg_scale} must be >= 0")
+
+    def _resolve_stops(self, family: str) -> None:
+        """LLaDA-V's stopping rule and forbidden tokens by default for its family; explicit values win."""
+        if self.stop_until_eos is None:
+            self.stop_until_eos = self.family_defaults(family)["stop_until_eos"]
+        if self.commit_before_stop is None:
+            self.commit_before_stop = family == "llada-v" and self.stop_until_eos
+        if self.commit_before_stop and not self.stop_until_eos:
+            raise ValueError("generation.commit_before_stop=true needs generation.stop_until_eos=true")
+        if self.suppress_tokens is not None:
+            if isinstance(self.suppress_tokens, str) or not all(isinstance(t, str) and t for t in self.suppress_tokens):
+                raise ValueError(f"generation.suppress_tokens={self.suppress_tokens!r} must be a list of token names")
+            self.suppress_tokens = list(self.suppress_tokens)
 
     def _default_alg(self, family: str) -> str:
         """Dream's official threshold loops (`alg=confidence_threshold`) score by the top probability."""

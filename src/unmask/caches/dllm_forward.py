@@ -82,7 +82,7 @@ def run_branch_plan(module, state: CanvasState, plan: BranchPlan, branches: Bran
     t, b = state.length, state.batch
     start = 0 if plan.mode == "full" else plan.start
     rows = Rows.range(start, t, b, state.canvas.device)
-    h = module.embed(rows.gather(state.canvas))
+    h = state.input_rows(module, rows)
     cos, sin = rows.gather(state.cos).unsqueeze(1), rows.gather(state.sin).unsqueeze(1)
     layer_rows, refreshed = [], []
     for i, layer in enumerate(module.layers):

@@ -39,7 +39,7 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
     """One (possibly partial) forward. Rows not in the plan keep their cached K/V."""
     t, b = state.length, state.batch
     rows = plan.rows
-    h = module.embed(rows.gather(state.canvas))
+    h = state.input_rows(module, rows)
     if plan.full_rows is None:
         refreshing = torch.full((b,), rows.span == (0, t), dtype=torch.bool, device=h.device)
         share = float(rows.span == (0, t))  # fraction of sequences refreshing, kept on the host (no sync per layer)

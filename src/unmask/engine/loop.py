@@ -19,6 +19,7 @@ from ..decoding import schedule
 from ..decoding.commit import CommitContext, CommitRule
 from ..decoding.sampling import LLADA_ALGS, dream_candidates, llada_candidates
 from ..decoding.stops import first_stop
+from ..decoding.suppress import suppressed_ids
 from ..options import GenerationOptions
 from .forward import StepOutput, run_plan
 from .plan import StepContext, StepPlan
@@ -46,7 +47,9 @@ class DenoisingLoop:
     prefix_hook: Callable[[Tensor, Tensor, Tensor, Any], None] | None = None
     cancelled: Callable[[int], bool] | None = None
 
-    def __init__(self, model: LoadedModel, opts: GenerationOptions, policy_cls, settings, prompt_ids, trace: bool):
+    def __init__(
+        self, model: LoadedModel, opts: GenerationOptions, policy_cls, settings, prompt_ids, trace: bool, prompt_embeds=None
+    ):
         self.model, self.opts = model, opts
         self.module = model.module
         self.special = model.special
@@ -69,7 +72,10 @@ class DenoisingLoop:
             layer_inputs=policy_cls.needs_layer_inputs,
             queries=policy_cls.needs_queries,
         )
+        if prompt_embeds is not None:  # per prompt None or (embeds [L, d], from_embeds [L]): image rows
+            self.state.attach_embeds(width, prompt_embeds)
         self.state.pending = valid & (canvas == self.special.mask)
+        self.suppressed = list(suppressed_ids(model.tokenizer, model.cfg.family, opts.suppress_tokens))
         self.decoded = torch.zeros_like(valid)  # positions committed so far
         self.generator = None
         if opts.seed is not None:
@@ -94,6 +100,8 @@ class DenoisingLoop:
             logits[..., self.special.mask] = float("-inf")  # committing [MASK] would leave a mask in the answer
         if self.opts.logits_eos_inf:
             logits[..., self.special.eos] = float("-inf")
+        if self.suppressed:
+            logits[..., self.suppressed] = float("-inf")  # generation.suppress_tokens (LLaDA-V's forbidden specials)
         return logits
 
     def _guided(self, cond: Tensor, plan: StepPlan) -> Tensor:
@@ -206,7 +214,12 @@ class DenoisingLoop:
         self.active[rows] = False
 
     def _masked(self) -> Tensor:
-        return self.state.pending & self.active.unsqueeze(1)
+        masked = self.state.pending & self.active.unsqueeze(1)
+        if self.opts.commit_before_stop:  # LLaDA-V: once an EOS/EOT is committed, only the masks before it
+            g = self.gen_start
+            first = first_stop(self.state.canvas[:, g:], self.special.stop_ids) + g
+            masked &= torch.arange(self.length, device=masked.device) < first.unsqueeze(1)
+        return masked
 
     def _step_from(self, ctx: StepContext, plan: StepPlan, out: StepOutput) -> tuple[Tensor, Tensor]:
         """One denoising step from its forward's output; returns the positions it committed and its

@@ -205,6 +205,8 @@ class SlotBatch:
         sub = CanvasState(
             canvas=take(st.canvas, 1, False), valid=take(st.valid, 1, False), store=CanvasStore.of(kv, inputs),
             cos=take(st.cos, 1, False), sin=take(st.sin, 1, False),
+            embeds=take(st.embeds, 1, False), from_embeds=take(st.from_embeds, 1, False),
+            embeds_end=max(0, st.embeds_end - cut),
         )
         sub.refresh_key_mask()
 
@@ -297,6 +299,7 @@ class SlotBatch:
         self.state = CanvasState(canvas=canvas, valid=valid, store=store, cos=cos, sin=sin)
         self.state.refresh_key_mask()
         self.offsets = [length - loop.length for loop in self.loops]
+        self._stack_embeds(length)
         for slot, (loop, off) in enumerate(zip(self.loops, self.offsets)):
             own = loop.state
             own.canvas = canvas[slot : slot + 1, off:]
@@ -305,3 +308,21 @@ class SlotBatch:
                                          None if q is None else q[slot : slot + 1, :, off:])
             if inputs is not None:
                 own.store.inputs = [x[slot : slot + 1, off:] for x in inputs]
+
+    def _stack_embeds(self, length: int) -> None:
+        """Image-feature rows (LLaDA-V) side by side like the canvas; none when no member has any. They are
+        read-only while a loop decodes, so each loop keeps its own copy and the batch a stacked one."""
+        owners = [loop.state for loop in self.loops]
+        if all(own.embeds is None for own in owners):
+            return
+        d = next(own.embeds.shape[-1] for own in owners if own.embeds is not None)
+        dtype, device = next((own.embeds.dtype, own.embeds.device) for own in owners if own.embeds is not None)
+        embeds = torch.zeros(len(owners), length, d, dtype=dtype, device=device)
+        from_embeds = torch.zeros(len(owners), length, dtype=torch.bool, device=device)
+        end = 0
+        for slot, (own, off) in enumerate(zip(owners, self.offsets)):
+            if own.embeds is not None:
+                embeds[slot, off:] = own.embeds[0]
+                from_embeds[slot, off:] = own.from_embeds[0]
+                end = max(end, off + own.embeds_end)
+        self.state.embeds, self.state.from_embeds, self.state.embeds_end = embeds, from_embeds, end

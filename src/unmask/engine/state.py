@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from .kv_store import CanvasStore
@@ -22,6 +23,11 @@ class CanvasState:
     # the [MASK] id, which a method without mask-logit suppression may commit); a policy may clear masks it
     # stops decoding (Elastic-Cache's EOS cut), which then stay attention keys.
     pending: Tensor | None = None
+    # Prompt rows whose input is an embedding (image features), not their token's: `embeds` [B, T, d] holds
+    # it where `from_embeds` [B, T] is true. None for text-only canvases (the forward then only embeds ids).
+    embeds: Tensor | None = None
+    from_embeds: Tensor | None = None
+    embeds_end: int = 0  # canvas rows >= this never take an embedding (the generated region)
 
     @property
     def batch(self) -> int:
@@ -33,6 +39,31 @@ class CanvasState:
 
     def all_rows(self) -> Rows:
         return Rows.range(0, self.length, self.batch, self.canvas.device)
+
+    def input_rows(self, module, rows: Rows) -> Tensor:
+        """Layer-0 input [B, R, d] of `rows`: the token embedding, or the given embedding where one was attached."""
+        h = module.embed(rows.gather(self.canvas))
+        if self.embeds is None or (rows.span is not None and rows.span[0] >= self.embeds_end):
+            return h
+        return torch.where(rows.gather(self.from_embeds).unsqueeze(-1), rows.gather(self.embeds), h)
+
+    def attach_embeds(self, width: int, prompts: list[tuple[Tensor, Tensor] | None]) -> None:
+        """Prompt rows from embeddings: per sequence None or (embeds [L, d], from_embeds [L] bool) of its
+        left-padded prompt, which ends at canvas position `width`."""
+        if all(p is None or not bool(p[1].any()) for p in prompts):
+            return
+        b, t = self.canvas.shape
+        dtype = self.store.kv[0].k.dtype
+        d = next(p[0].shape[-1] for p in prompts if p is not None)
+        self.embeds = torch.zeros(b, t, d, dtype=dtype, device=self.canvas.device)
+        self.from_embeds = torch.zeros(b, t, dtype=torch.bool, device=self.canvas.device)
+        for i, prompt in enumerate(prompts):
+            if prompt is None:
+                continue
+            embeds, rows = prompt
+            self.embeds[i, width - len(rows) : width] = embeds.to(dtype)
+            self.from_embeds[i, width - len(rows) : width] = rows
+        self.embeds_end = width
 
     def refresh_key_mask(self) -> None:
         """Recompute the attention key mask from `valid` (padding keys are never attended)."""

@@ -143,6 +143,7 @@ def create_app(settings: ServeSettings, batcher: RequestBatcher | ContinuousBatc
             input_ids=prepared.input_ids, cache=prepared.cache, options=prepared.options, key=prepared.key,
             group=prepared.group,
             on_done=events.done, on_prefix=events.prefix if prepared.stream else None,
+            images=prepared.images, prompt_tokens=prepared.prompt_tokens,
         )
         try:
             batcher.submit(job)
@@ -163,7 +164,7 @@ def create_app(settings: ServeSettings, batcher: RequestBatcher | ContinuousBatc
         if isinstance(outcome, BaseException):
             raise failure(outcome)
         answer = final_answer(model.tokenizer, outcome.token_ids, model.special.stop_ids, prepared.max_tokens, prepared.stops)
-        usage = Responder.usage(len(prepared.input_ids), answer)
+        usage = Responder.usage(prepared.prompt_tokens, answer)
         return JSONResponse(responder.response(answer, usage, metrics(outcome, prepared)))
 
     async def answer_or_leave(http: Request, job: Job, events: JobEvents) -> Outcome | BaseException | None:
@@ -208,7 +209,7 @@ def create_app(settings: ServeSettings, batcher: RequestBatcher | ContinuousBatc
                 last["unmask"] = metrics(payload, prepared)
                 yield sse(last)
                 if prepared.include_usage:
-                    yield sse(responder.usage_chunk(Responder.usage(len(prepared.input_ids), answer)))
+                    yield sse(responder.usage_chunk(Responder.usage(prepared.prompt_tokens, answer)))
                 break
             yield DONE
         except Exception:  # noqa: BLE001 - the response has started: end the stream with an error event

@@ -54,6 +54,8 @@ class Job:
     on_done: Callable[[Outcome | BaseException], None]
     on_prefix: Callable[[list[int]], None] | None = None  # the committed prefix as it grows (streaming)
     group: str | None = None  # continuous batching: equal groups may share a running batch (None: the key)
+    images: list | None = None  # preprocessed images, one per -200 in input_ids (LLaDA-V)
+    prompt_tokens: int | None = None  # canvas rows of the prompt with image features (None: len(input_ids))
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False  # set once, by RequestBatcher.cancel; read by the worker at every step
     finished: bool = False  # on_done has been called
@@ -61,6 +63,10 @@ class Job:
     @property
     def gen_length(self) -> int:
         return int(self.options["gen_length"])
+
+    @property
+    def width(self) -> int:
+        return self.prompt_tokens or len(self.input_ids)
 
 
 class RequestBatcher:
@@ -178,13 +184,13 @@ class RequestBatcher:
                 return batch
 
     def _fill(self, head: Job) -> list[Job]:
-        batch, width = [head], len(head.input_ids)
+        batch, width = [head], head.width
         for job in self._pending[1:]:
             if len(batch) >= self.max_batch:
                 break
             if job.key != head.key:
                 continue
-            wider = max(width, len(job.input_ids))
+            wider = max(width, job.width)
             if (len(batch) + 1) * (wider + head.gen_length) > self.max_batch_tokens:
                 continue
             batch.append(job)
@@ -230,6 +236,7 @@ class RequestBatcher:
         result = generate(
             self.model,
             input_ids=[job.input_ids for job in jobs],
+            images=[job.images or [] for job in jobs] if any(job.images for job in jobs) else None,
             cache=head.cache,
             on_step=on_step if any(listeners) else None,
             cancelled=lambda index: jobs[index].cancelled,

@@ -4,8 +4,9 @@
 `unmask.generate(prompts=..., chat=True)` uses; a single user message goes through it
 unchanged, so the server and the Python API see the same tokens. Conversations (a system
 message, earlier turns) are laid out with the family's published multi-turn format:
-LLaDA's Llama-3 style headers and Dream's Qwen2.5 ChatML (with its default system message
-when none is given). A checkpoint that ships its own single-turn template gets no
+LLaDA's Llama-3 style headers (LLaDA-V's with its fixed system message when none is given)
+and Dream's Qwen2.5 ChatML (with its default system message when none is given). Image parts
+stand in the text as `<image>` (see `schemas.Message.text`). A checkpoint that ships its own single-turn template gets no
 multi-turn layout, since unmask cannot know it; such requests are refused with a 400.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models.families import LLADA_CHAT, QWEN_CHAT
+from ..models.families import LLADA_CHAT, LLADA_V_CHAT, LLADA_V_SYSTEM, QWEN_CHAT
 from ..models.model import LoadedModel
 from .schemas import APIError, Message
 
@@ -36,6 +37,14 @@ FORMATS = {
         turn="<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
         assistant="<|start_header_id|>assistant<|end_header_id|>\n\n",
         default_system=None,
+    ),
+    # LLaDA-V: LLaDA's layout with the fixed system turn of its "llava_llada" conversation template.
+    "llada-v": ChatFormat(
+        single=LLADA_V_CHAT,
+        start="<|startoftext|>",
+        turn="<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
+        assistant="<|start_header_id|>assistant<|end_header_id|>\n\n",
+        default_system=LLADA_V_SYSTEM,
     ),
     "dream": ChatFormat(
         single=QWEN_CHAT,

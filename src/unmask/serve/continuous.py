@@ -25,6 +25,7 @@ import torch
 
 from ..engine.slots import SlotBatch
 from ..generate import _PrefixReporter, make_loop, result_of
+from ..vision.prompt import IMAGE_PLACEHOLDER
 from ..models.model import LoadedModel
 from .batcher import Cancelled, Job, Outcome, QueueFull, _deliver
 
@@ -36,7 +37,7 @@ class _Member:
 
     def __init__(self, job: Job, loop, group: str, admitted: float, batch_size: int):
         self.job, self.loop, self.group, self.admitted, self.batch_size = job, loop, group, admitted, batch_size
-        self.length = len(job.input_ids) + job.gen_length  # its canvas
+        self.length = job.width + job.gen_length  # its canvas (image features included)
 
 
 class _Worker:
@@ -174,7 +175,7 @@ class ContinuousBatcher:
         batch = worker.batches.get(group)
         if batch is not None and len(batch) >= self.max_batch:
             return None
-        after = self._tokens() - worker.tokens() + worker.tokens((group, len(job.input_ids) + job.gen_length))
+        after = self._tokens() - worker.tokens() + worker.tokens((group, job.width + job.gen_length))
         if self._running() and after > self.max_batch_tokens:
             return None
         return job
@@ -188,9 +189,10 @@ class ContinuousBatcher:
             return
         try:
             vocab = self.model.cfg.vocab_size
-            if any(not 0 <= t < vocab for t in job.input_ids):
+            if any(not 0 <= t < vocab for t in job.input_ids if not (job.images and t == IMAGE_PLACEHOLDER)):
                 raise ValueError(f"prompt token ids must be in [0, {vocab})")
-            loop = make_loop(self.model, input_ids=[job.input_ids], cache=job.cache, **job.options)
+            images = [job.images] if job.images else None
+            loop = make_loop(self.model, input_ids=[job.input_ids], images=images, cache=job.cache, **job.options)
         except Exception as exc:  # noqa: BLE001 - a request the engine refuses fails alone
             log.warning("request refused: %s: %s", type(exc).__name__, exc)
             _deliver(job, exc)

@@ -23,10 +23,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..caches.registry import resolve_cache
 from ..config import RunConfig, resolve_config
+from ..image_inputs import ids_with_placeholders, vision_of
 from ..models.model import LoadedModel
 from ..models.tokenizer import encode_prompts
 from ..options import GenerationOptions
 from .chat import chat_prompt
+from .images import request_images, spliced_length
 from .schemas import APIError, ChatRequest, CompletionRequest
 
 # generate() options that standard request fields (or the endpoint) decide.
@@ -49,6 +51,8 @@ class Prepared:
     stream: bool
     include_usage: bool
     group: str = ""  # requests with equal groups (cache method) may share a continuous batch
+    images: list | None = None  # preprocessed images (vision.processor.ProcessedImage), one per -200 in input_ids
+    prompt_tokens: int = 0  # canvas rows of the prompt (image features included)
 
 
 def unmask_keys() -> list[str]:
@@ -150,6 +154,8 @@ def _prompt_ids(model: LoadedModel, request: ChatRequest | CompletionRequest) ->
     if isinstance(request, ChatRequest):
         text = chat_prompt(model, request.messages)
         _check_prompt_bytes(model, text, "messages")
+        if vision_of(model) is not None:
+            return ids_with_placeholders(model, text)  # -200 at each <image> (image parts included)
         return model.tokenizer.encode(text)
     prompt = request.prompt
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
@@ -240,20 +246,26 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
     except (ValueError, TypeError) as exc:
         raise APIError(400, str(exc), param="unmask") from None
 
+    images = request_images(model, request.messages) if isinstance(request, ChatRequest) else []
     ids = _prompt_ids(model, request)
     if not ids:
         raise APIError(400, "the prompt is empty", param="prompt")
-    if len(ids) >= limit:
+    placeholders = ids.count(-200) if vision_of(model) is not None else 0
+    if placeholders != len(images):
+        raise APIError(400, f"the prompt has {placeholders} '<image>' placeholder(s) but {len(images)} image part(s); "
+                       "send images as image_url parts and no literal '<image>' text", param="messages")
+    n_prompt = spliced_length(model, ids, images) if images else len(ids)
+    if n_prompt >= limit:
         param = "messages" if isinstance(request, ChatRequest) else "prompt"
         raise APIError(
-            400, f"the prompt has {len(ids)} tokens; the model's maximum length is {limit}",
-            param=param, code="context_length_exceeded",
+            400, f"the prompt has {n_prompt} tokens{' (image features included)' if images else ''}; the model's "
+            f"maximum length is {limit}", param=param, code="context_length_exceeded",
         )
-    if len(ids) + gen_length > limit:
+    if n_prompt + gen_length > limit:
         raise APIError(
             400,
-            f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}, canvas {gen_length} in whole blocks) exceeds the "
-            f"model's maximum length of {limit}; lower max_tokens to at most {limit - len(ids)}",
+            f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}, canvas {gen_length} in whole blocks) exceeds the "
+            f"model's maximum length of {limit}; lower max_tokens to at most {limit - n_prompt}",
             param="max_tokens", code="context_length_exceeded",
         )
 
@@ -268,4 +280,5 @@ def prepare(settings: ServeSettings, request: ChatRequest | CompletionRequest) -
     return Prepared(
         input_ids=ids, cache=cache, options=options, max_tokens=max_tokens, stops=request.stop_strings(),
         key=key, stream=request.stream, include_usage=include_usage, group=group,
+        images=images or None, prompt_tokens=n_prompt,
     )

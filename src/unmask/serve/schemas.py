@@ -96,14 +96,33 @@ class TextPart(_Strict):
     text: str
 
 
+class ImageURL(_Strict):
+    url: str  # a base64 data URL (data:image/png;base64,...); nothing is ever fetched
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; LLaDA-V's anyres tiling is fixed
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+IMAGE_MARK = "<image>"  # where an image part stands in the message text (unmask.vision.prompt.IMAGE_TEXT)
+
+
 class Message(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: str | list[TextPart | ImagePart]
 
     def text(self) -> str:
+        """The content as text; each image part becomes `<image>` on its own line, in order."""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(part.text for part in self.content)
+        return "\n".join(part.text if isinstance(part, TextPart) else IMAGE_MARK for part in self.content)
+
+    def image_urls(self) -> list[str]:
+        if isinstance(self.content, str):
+            return []
+        return [part.image_url.url for part in self.content if isinstance(part, ImagePart)]
 
 
 class StreamOptions(_Strict):
