@@ -52,8 +52,8 @@ def run_slots(model, requests: list[tuple[list[int], dict]], cache, joins: list[
         with torch.inference_mode():
             while waiting or len(batch):
                 for i in [i for i in waiting if joins[i] <= step]:
-                    ids, options = requests[i]
-                    loop = make_loop(model, input_ids=[ids], cache=cache, **options)
+                    ids, options, *images = requests[i]  # optional third item: the request's images
+                    loop = make_loop(model, input_ids=[ids], images=[images] if images else None, cache=cache, **options)
                     owner[id(loop)] = i
                     batch.add(loop)
                     waiting.remove(i)
@@ -86,6 +86,29 @@ def test_join_mid_decode_and_leave_early_equal_alone(bundled, cache):
         assert tokens[i] == alone, f"request {i}"
     assert [0, 1] in members and [0, 1, 2] in members  # joined while request 0 was decoding
     assert _left_early(members)
+
+
+@pytest.mark.parametrize("cache", CACHES, ids=CACHE_IDS)
+def test_image_requests_join_and_leave_equal_alone(cache):
+    """LLaDA-V: two picture questions start in one forward and a text one joins later; each gets
+    exactly the tokens `generate` gives it alone (the batch stacks every member's image rows)."""
+    from unmask.image_inputs import encode_text_prompts
+    from unmask.tasks.arith_v_task import ArithVTask
+    from unmask.vision.prompt import IMAGE_PLACEHOLDER
+
+    model = unmask.load("tiny-v", dtype="float32")
+    samples = [s for s in ArithVTask().load() if s.meta["count"] != 2][:2]  # a blank picture reads as 2
+    requests = [(encode_text_prompts(model, [s.prompt], [list(s.images)], True)[0], {"gen_length": 32, "block_length": 16}, *s.images)
+                for s in samples]
+    requests.append((encode_prompts(model, [_questions(1)[0]], chat=True)[0], {"gen_length": 24, "block_length": 8}))
+    assert all(IMAGE_PLACEHOLDER in ids for ids, *_ in requests[:2])
+    alone = [
+        unmask.generate(model, input_ids=[ids], images=[images] if images else None, cache=cache, **options).token_ids[0]
+        for ids, options, *images in requests
+    ]
+    tokens, members = run_slots(model, requests, cache, joins=[0, 0, 2])  # the pictures refresh in one forward
+    assert [tokens[i] for i in range(3)] == alone
+    assert any(len(m) == 3 for m in members), "the three requests never ran together"
 
 
 @pytest.mark.parametrize("cache", CACHES, ids=CACHE_IDS)
