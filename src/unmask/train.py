@@ -24,10 +24,8 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +38,9 @@ from .models.checkpoint import save_llada_checkpoint
 from .models.model_config import ModelConfig
 from .models.families import LLADA_CHAT
 from .models.model import DiffusionLM
-from .parsing import parse_value
 from .tasks import arith
 from .tasks.tokenizer_build import build_tokenizer
+from .train_cli import parse_fields, run_and_report
 from .train_schedule import STATE_DIR, STATE_FILE, Schedule
 
 # Settings that change the parameters (or what they mean). max_sequence_length is not one: the
@@ -473,22 +471,7 @@ def train(config: TrainConfig | dict) -> dict[str, Any]:
 
 def parse_overrides(argv: list[str]) -> TrainConfig:
     """`key=value` arguments onto TrainConfig, each read as its field's type (`unmask.parsing`)."""
-    types = typing.get_type_hints(TrainConfig)
-    values: dict[str, Any] = {}
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or key not in types:
-            raise SystemExit(f"unmask train: bad argument {arg!r}; expected key=value with key one of {sorted(types)}")
-        try:
-            values[key] = parse_value(key, raw, types[key])
-        except ValueError as exc:
-            raise SystemExit(f"unmask train: {exc}") from None
-    return TrainConfig(**values)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    return parse_fields(TrainConfig, argv, "unmask train")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,17 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         from .train_vision import main as main_vision
 
         return main_vision(argv)
-    cfg = parse_overrides(argv)
-    # A background run (where SIGINT is ignored) stopped with `kill` saves like Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        summary = train(cfg)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    summary.pop("module")
-    for key, value in summary.items():
-        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
-    return 130 if summary["interrupted"] else 0
+    return run_and_report(train, parse_overrides(argv), hidden=("module",))
 
 
 if __name__ == "__main__":

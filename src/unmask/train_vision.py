@@ -20,10 +20,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,9 @@ from torch import Tensor
 from .models.checkpoint import load, resolve_path, save_llada_v_checkpoint
 from .models.families import LLADA_CHAT
 from .models.model import DiffusionLM
-from .parsing import parse_value
 from .tasks import arith_v
 from .tasks.arith_v_task import ArithVTask
+from .train_cli import parse_fields, run_and_report
 from .train_schedule import STATE_DIR, STATE_FILE, Schedule
 from .vision.encoder import VisionEncoder
 from .vision.processor import ImageProcessorConfig, process_image
@@ -374,34 +372,9 @@ def train(config: VisionTrainConfig | dict) -> dict[str, Any]:
 
 def parse_overrides(argv: list[str]) -> VisionTrainConfig:
     """`key=value` arguments onto VisionTrainConfig, each read as its field's type."""
-    types = typing.get_type_hints(VisionTrainConfig)
-    values: dict[str, Any] = {}
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or key not in types:
-            raise SystemExit(f"unmask train family={FAMILY}: bad argument {arg!r}; expected key=value with key one of {sorted(types)}")
-        try:
-            values[key] = parse_value(key, raw, types[key])
-        except ValueError as exc:
-            raise SystemExit(f"unmask train: {exc}") from None
-    return VisionTrainConfig(**values)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    return parse_fields(VisionTrainConfig, argv, f"unmask train family={FAMILY}")
 
 
 def main(argv: list[str]) -> int:
     """`unmask train family=llada-v key=value ...`; SIGTERM saves like Ctrl-C."""
-    cfg = parse_overrides(argv)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        summary = train(cfg)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    summary.pop("lm")
-    summary.pop("vision")
-    for key, value in summary.items():
-        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
-    return 130 if summary["interrupted"] else 0
+    return run_and_report(train, parse_overrides(argv), hidden=("lm", "vision"))
