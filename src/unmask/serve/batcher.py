@@ -69,32 +69,18 @@ class Job:
         return self.prompt_tokens or len(self.input_ids)
 
 
-class RequestBatcher:
-    """Groups queued jobs into batches (same key, at most `max_batch` jobs and `max_batch_tokens`
-    canvas positions: jobs x (longest prompt + gen_length)) and runs them on `workers` threads."""
+class JobQueue:
+    """The request side both schedulers share (RequestBatcher, serve.continuous.ContinuousBatcher): a
+    bounded FIFO of jobs, cancellation and shutdown. Subclasses run the jobs on their `_threads`."""
 
-    def __init__(
-        self,
-        model: LoadedModel,
-        max_batch: int = 8,
-        max_queue: int = 64,
-        max_batch_tokens: int = 16384,
-        workers: int = 1,
-        batch_wait: float = 0.005,
-    ):
-        if min(max_batch, max_queue, max_batch_tokens, workers) < 1 or batch_wait < 0:
-            raise ValueError("max_batch, max_queue, max_batch_tokens and workers must be >= 1, batch_wait_ms >= 0")
-        self.model = model
-        self.max_batch, self.max_queue, self.max_batch_tokens = max_batch, max_queue, max_batch_tokens
-        self.workers, self.batch_wait = workers, batch_wait
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
         self._pending: list[Job] = []
-        self._running = 0
         self._cancelled = 0
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-    # -- the request side --------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         """Queue a job, or raise QueueFull without queueing it."""
         with self._cond:
@@ -119,6 +105,40 @@ class RequestBatcher:
         if queued:
             _deliver(job, Cancelled())
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking work; queued jobs are failed (and running ones by their worker) so no caller waits forever."""
+        with self._cond:
+            self._closed = True
+            left, self._pending = self._pending, []
+            self._cond.notify_all()
+        for job in left:
+            _deliver(job, QueueFull("the server is shutting down"))
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+
+class RequestBatcher(JobQueue):
+    """Groups queued jobs into batches (same key, at most `max_batch` jobs and `max_batch_tokens`
+    canvas positions: jobs x (longest prompt + gen_length)) and runs them on `workers` threads."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        max_batch: int = 8,
+        max_queue: int = 64,
+        max_batch_tokens: int = 16384,
+        workers: int = 1,
+        batch_wait: float = 0.005,
+    ):
+        if min(max_batch, max_queue, max_batch_tokens, workers) < 1 or batch_wait < 0:
+            raise ValueError("max_batch, max_queue, max_batch_tokens and workers must be >= 1, batch_wait_ms >= 0")
+        super().__init__(max_queue)
+        self.model = model
+        self.max_batch, self.max_batch_tokens = max_batch, max_batch_tokens
+        self.workers, self.batch_wait = workers, batch_wait
+        self._running = 0
+
     def stats(self) -> dict[str, int]:
         with self._cond:
             return {"queued": len(self._pending), "running": self._running, "max_queue": self.max_queue,
@@ -134,18 +154,6 @@ class RequestBatcher:
                 thread = threading.Thread(target=self._work, name=f"unmask-serve-{i}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop taking work; jobs still queued are failed so no caller waits forever."""
-        with self._cond:
-            self._closed = True
-            left, self._pending = self._pending, []
-            self._cond.notify_all()
-        for job in left:
-            _deliver(job, QueueFull("the server is shutting down"))
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = []
 
     # -- the worker side ----------------------------------------------------------------------------
     def _work(self) -> None:

@@ -27,7 +27,7 @@ from ..engine.slots import SlotBatch
 from ..generate import _PrefixReporter, make_loop, result_of
 from ..vision.prompt import IMAGE_PLACEHOLDER
 from ..models.model import LoadedModel
-from .batcher import Cancelled, Job, Outcome, QueueFull, _deliver
+from .batcher import Cancelled, Job, JobQueue, Outcome, QueueFull, _deliver
 
 log = logging.getLogger("unmask.serve")
 
@@ -58,7 +58,7 @@ class _Worker:
         return sum(n * longest for n, longest in shapes.values())
 
 
-class ContinuousBatcher:
+class ContinuousBatcher(JobQueue):
     """The same interface as RequestBatcher (submit, cancel, stats, start, close), continuous batches.
 
     `workers` engine threads each run their own batches (on a CPU, one thread per core keeps the cores
@@ -69,38 +69,10 @@ class ContinuousBatcher:
                  workers: int = 1):
         if min(max_batch, max_queue, max_batch_tokens, workers) < 1:
             raise ValueError("max_batch, max_queue, max_batch_tokens and workers must be >= 1")
+        super().__init__(max_queue)
         self.model = model
-        self.max_batch, self.max_queue, self.max_batch_tokens = max_batch, max_queue, max_batch_tokens
-        self._pending: list[Job] = []
+        self.max_batch, self.max_batch_tokens = max_batch, max_batch_tokens
         self._workers = [_Worker() for _ in range(workers)]
-        self._cancelled = 0
-        self._cond = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._closed = False
-
-    # -- the request side --------------------------------------------------------------------------
-    def submit(self, job: Job) -> None:
-        """Queue a job, or raise QueueFull without queueing it."""
-        with self._cond:
-            if self._closed:
-                raise QueueFull("the server is shutting down")
-            if len(self._pending) >= self.max_queue:
-                raise QueueFull(f"{len(self._pending)} requests are waiting (max_queue={self.max_queue})")
-            self._pending.append(job)
-            self._cond.notify_all()
-
-    def cancel(self, job: Job) -> None:
-        """The client went away: drop the job from the queue, or from its batch at the next step."""
-        with self._cond:
-            if job.cancelled or job.finished:
-                return
-            job.cancelled = True
-            self._cancelled += 1
-            queued = job in self._pending
-            if queued:
-                self._pending.remove(job)
-        if queued:
-            _deliver(job, Cancelled())
 
     def stats(self) -> dict[str, int]:
         with self._cond:
@@ -117,18 +89,6 @@ class ContinuousBatcher:
                 thread = threading.Thread(target=self._work, args=(worker,), name=f"unmask-serve-continuous-{i}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop taking work; queued and running jobs are failed so no caller waits forever."""
-        with self._cond:
-            self._closed = True
-            left, self._pending = self._pending, []
-            self._cond.notify_all()
-        for job in left:
-            _deliver(job, QueueFull("the server is shutting down"))
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = []
 
     # -- the workers --------------------------------------------------------------------------------
     def _work(self, worker: _Worker) -> None:
