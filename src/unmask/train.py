@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from .models.model import DiffusionLM
 from .tasks import arith
 from .tasks.tokenizer_build import build_tokenizer
 from .train_cli import parse_fields, run_and_report
-from .train_schedule import STATE_DIR, STATE_FILE, Schedule
+from .train_schedule import STATE_DIR, STATE_FILE, Schedule, save_state
 
 # Settings that change the parameters (or what they mean). max_sequence_length is not one: the
 # rotary table is computed, so a run may resume with a longer context (to train longer canvases).
@@ -285,11 +284,7 @@ class Run:
             "stream": self.stream.state(),
             "mask_rng": self.gen.get_state(),
         }
-        folder = self.out / STATE_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, folder / STATE_FILE)
+        save_state(self.out, state)
 
     def restore(self, state: dict) -> None:
         self.module.load_state_dict(state["model"])

@@ -7,6 +7,10 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
+
+import torch
 
 STATE_DIR = "train_state"
 STATE_FILE = "state.pt"
@@ -44,3 +48,12 @@ class Schedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+
+
+def save_state(out: Path, state: dict) -> None:
+    """Write a run's resumable state atomically (a crash mid-write leaves the previous state)."""
+    folder = Path(out) / STATE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, folder / STATE_FILE)

@@ -18,7 +18,6 @@ LLaDA-V's long system prompt, which a word-level tokenizer would spell out lette
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sys
 import time
@@ -36,7 +35,7 @@ from .models.model import DiffusionLM
 from .tasks import arith_v
 from .tasks.arith_v_task import ArithVTask
 from .train_cli import parse_fields, run_and_report
-from .train_schedule import STATE_DIR, STATE_FILE, Schedule
+from .train_schedule import STATE_DIR, STATE_FILE, Schedule, save_state
 from .vision.encoder import VisionEncoder
 from .vision.processor import ImageProcessorConfig, process_image
 from .vision.prompt import IMAGE_PLACEHOLDER, IMAGE_TEXT, splice_images
@@ -227,11 +226,7 @@ class Run:
             "stream": self.stream.state(),
             "mask_rng": self.gen.get_state(),
         }
-        folder = self.out / STATE_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, folder / STATE_FILE)
+        save_state(self.out, state)
 
     def restore(self, state: dict) -> None:
         self.lm.load_state_dict(state["lm"])

@@ -112,45 +112,37 @@ def _parse_llada(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
     return mc, _bool(cfg, "weight_tying", source)
 
 
-def _parse_dream(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
+def _parse_llama_keys(
+    cfg: dict, source: str, family: str, *, rope_theta: float, max_position: int, qkv_bias: bool, shift_logits: bool
+) -> tuple[ModelConfig, bool]:
+    """A config with transformers' LLaMA/Qwen2 key names (Dream, LLaDA-V's LM); the defaults are the family's."""
     n_heads = _int(cfg, "num_attention_heads", source)
     mc = ModelConfig(
-        family="dream",
+        family=family,
         hidden_size=_int(cfg, "hidden_size", source),
         num_layers=_int(cfg, "num_hidden_layers", source),
         num_heads=n_heads,
         num_kv_heads=_int(cfg, "num_key_value_heads", source, n_heads, required=False),
         intermediate_size=_int(cfg, "intermediate_size", source),
         vocab_size=_int(cfg, "vocab_size", source),
-        rope_theta=_float(cfg, "rope_theta", source, 1e6),
+        rope_theta=_float(cfg, "rope_theta", source, rope_theta),
         rms_norm_eps=_float(cfg, "rms_norm_eps", source, 1e-6),
-        max_position=_int(cfg, "max_position_embeddings", source, 32768, required=False),
-        qkv_bias=True,
-        shift_logits=True,
+        max_position=_int(cfg, "max_position_embeddings", source, max_position, required=False),
+        qkv_bias=qkv_bias,
+        shift_logits=shift_logits,
     )
     return mc, _bool(cfg, "tie_word_embeddings", source)
+
+
+def _parse_dream(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
+    return _parse_llama_keys(cfg, source, "dream", rope_theta=1e6, max_position=32768, qkv_bias=True, shift_logits=True)
 
 
 def _parse_llada_v(cfg: dict, source: str) -> tuple[ModelConfig, bool]:
     """LLaDA-V's LM: LLaDA-8B with LLaMA-style config keys (defaults of its LLaDAConfig class)."""
     if _bool(cfg, "attention_bias", source):
         raise ValueError(f"{source}: attention_bias=true is not a LLaDA-V layout unmask supports")
-    n_heads = _int(cfg, "num_attention_heads", source)
-    mc = ModelConfig(
-        family="llada-v",
-        hidden_size=_int(cfg, "hidden_size", source),
-        num_layers=_int(cfg, "num_hidden_layers", source),
-        num_heads=n_heads,
-        num_kv_heads=_int(cfg, "num_key_value_heads", source, n_heads, required=False),
-        intermediate_size=_int(cfg, "intermediate_size", source),
-        vocab_size=_int(cfg, "vocab_size", source),
-        rope_theta=_float(cfg, "rope_theta", source, 10000.0),
-        rms_norm_eps=_float(cfg, "rms_norm_eps", source, 1e-6),
-        max_position=_int(cfg, "max_position_embeddings", source, 2048, required=False),
-        qkv_bias=False,
-        shift_logits=False,
-    )
-    return mc, _bool(cfg, "tie_word_embeddings", source)
+    return _parse_llama_keys(cfg, source, "llada-v", rope_theta=10000.0, max_position=2048, qkv_bias=False, shift_logits=False)
 
 
 LLADA = Family(

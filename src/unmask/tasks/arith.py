@@ -436,7 +436,25 @@ def drill_problem(problem: dict) -> dict:
             "answer": f"{answer}\n#### {equations[-1][3]}"}
 
 
-class ProblemStream:
+class SeededStream:
+    """A training-problem stream's resumable part: its RNG and how many problems it has yielded."""
+
+    rng: random.Random
+    seed: int
+    count: int
+
+    def state(self) -> dict:
+        """JSON-able position in the stream (the RNG state and the count of problems yielded)."""
+        version, internal, gauss = self.rng.getstate()
+        return {"seed": self.seed, "count": self.count, "rng": [version, list(internal), gauss]}
+
+    def load_state(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.seed, self.count = state["seed"], state["count"]
+
+
+class ProblemStream(SeededStream):
     """Infinite, seeded training problems that skip the evaluation split; its state can be saved.
 
     With `copy_fraction` (`drill_fraction`) > 0, that share of the problems are `copy_problem`s
@@ -471,15 +489,6 @@ class ProblemStream:
                         return drill_problem(p)
                 return p
 
-    def state(self) -> dict:
-        """JSON-able position in the stream (the RNG state and the count of problems yielded)."""
-        version, internal, gauss = self.rng.getstate()
-        return {"seed": self.seed, "count": self.count, "rng": [version, list(internal), gauss]}
-
-    def load_state(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.seed, self.count = state["seed"], state["count"]
 
 
 def problem_stream(seed: int) -> Iterator[dict]:

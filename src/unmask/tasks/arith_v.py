@@ -133,7 +133,7 @@ def picture(problem: dict) -> PictureSpec:
     return PictureSpec.from_json(problem["picture"])
 
 
-class ProblemStream:
+class ProblemStream(arith.SeededStream):
     """Infinite, seeded training problems that skip the evaluation split; its state can be saved."""
 
     def __init__(self, seed: int, exclude: set[str] | None = None):
@@ -151,16 +151,6 @@ class ProblemStream:
             if problem_key(p["question"], p["count"]) not in self.exclude:
                 self.count += 1
                 return p
-
-    def state(self) -> dict:
-        """JSON-able position in the stream (the RNG state and the count of problems yielded)."""
-        version, internal, gauss = self.rng.getstate()
-        return {"seed": self.seed, "count": self.count, "rng": [version, list(internal), gauss]}
-
-    def load_state(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.seed, self.count = state["seed"], state["count"]
 
 
 def problem_stream(seed: int) -> Iterator[dict]:
