@@ -8,10 +8,7 @@ generation.block_length=16`) and the request.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -25,6 +22,7 @@ from unmask.serve.answer import PrefixText, final_answer
 from unmask.serve.batcher import Job, Outcome, QueueFull, RequestBatcher
 from unmask.serve.chat import FORMATS, chat_prompt, conversation
 from unmask.serve.schemas import APIError, Message
+from unmask.serve_bench import ServerProcess
 
 openai = pytest.importorskip("openai")
 
@@ -46,43 +44,11 @@ LONG_QUESTION = max(PROBLEMS, key=lambda p: len(p["answer"]))["question"]
 EOS_QUESTION = "Ivy starts with 20 flowers. Ivy uses 8 flowers for a project. How many more flowers does Ivy need to have 17 flowers?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServerProcess):
+    """`unmask serve` in a subprocess (one thread), with an OpenAI client for it."""
 
-
-class Server:
     def __init__(self, args: list[str]):
-        self.port = _free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        code = "import sys; from unmask.serve import main; sys.exit(main(sys.argv[1:]))"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, f"port={self.port}", "log_level=warning", *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.proc.stdout.read()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not come up")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(args, threads=1)
 
     def client(self):
         return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=120)
