@@ -40,7 +40,7 @@ from .models.model import DiffusionLM
 from .tasks import arith
 from .tasks.tokenizer_build import build_tokenizer
 from .train_cli import parse_fields, run_and_report
-from .train_schedule import STATE_DIR, STATE_FILE, Schedule, save_state
+from .train_schedule import STATE_DIR, STATE_FILE, ResumableRun, Schedule, save_state
 
 # Settings that change the parameters (or what they mean). max_sequence_length is not one: the
 # rotary table is computed, so a run may resume with a longer context (to train longer canvases).
@@ -259,7 +259,7 @@ def make_optimizer(module: DiffusionLM, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 @dataclass
-class Run:
+class Run(ResumableRun):
     """Everything a training run mutates, and what `train_state/` saves of it."""
 
     cfg: TrainConfig
@@ -276,22 +276,10 @@ class Run:
     def save(self) -> None:
         """Write the loadable checkpoint, then (atomically) the state a resumed run continues from."""
         save_llada_checkpoint(self.module, self.out, self.checkpoint_cfg)
-        state = {
-            "config": dataclasses.asdict(self.cfg),
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "stream": self.stream.state(),
-            "mask_rng": self.gen.get_state(),
-        }
-        save_state(self.out, state)
+        save_state(self.out, self.state())
 
-    def restore(self, state: dict) -> None:
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.stream.load_state(state["stream"])
-        self.gen.set_state(state["mask_rng"])
+    def modules(self) -> dict:
+        return {"model": self.module}
 
 
 def _special_ids(tokenizer) -> dict[str, int]:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -57,3 +58,31 @@ def save_state(out: Path, state: dict) -> None:
     tmp = folder / (STATE_FILE + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, folder / STATE_FILE)
+
+
+class ResumableRun:
+    """What a trainer's run saves besides its checkpoint, for both trainers: the config, the modules'
+    weights (`modules()`, named as in the saved state), optimizer, schedule, problem stream and mask RNG.
+    Subclasses are dataclasses with cfg, optimizer, schedule, stream and gen fields."""
+
+    def modules(self) -> dict:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        weights = {name: module.state_dict() for name, module in self.modules().items()}
+        return {
+            "config": dataclasses.asdict(self.cfg),
+            **weights,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "stream": self.stream.state(),
+            "mask_rng": self.gen.get_state(),
+        }
+
+    def restore(self, state: dict) -> None:
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stream.load_state(state["stream"])
+        self.gen.set_state(state["mask_rng"])

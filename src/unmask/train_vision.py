@@ -35,7 +35,7 @@ from .models.model import DiffusionLM
 from .tasks import arith_v
 from .tasks.arith_v_task import ArithVTask
 from .train_cli import parse_fields, run_and_report
-from .train_schedule import STATE_DIR, STATE_FILE, Schedule, save_state
+from .train_schedule import STATE_DIR, STATE_FILE, ResumableRun, Schedule, save_state
 from .vision.encoder import VisionEncoder
 from .vision.processor import ImageProcessorConfig, process_image
 from .vision.prompt import IMAGE_PLACEHOLDER, IMAGE_TEXT, splice_images
@@ -198,7 +198,7 @@ def count_loss(lm: DiffusionLM, batch: Batch, count_ids: Tensor) -> Tensor:
 
 
 @dataclass
-class Run:
+class Run(ResumableRun):
     """Everything a run mutates, and what `train_state/` saves of it."""
 
     cfg: VisionTrainConfig
@@ -217,24 +217,10 @@ class Run:
     def save(self) -> None:
         """Write the loadable checkpoint, then (atomically) the state a resumed run continues from."""
         save_llada_v_checkpoint(self.lm, self.vision, self.out, self.hub_config)
-        state = {
-            "config": dataclasses.asdict(self.cfg),
-            "lm": self.lm.state_dict(),
-            "vision": self.vision.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "stream": self.stream.state(),
-            "mask_rng": self.gen.get_state(),
-        }
-        save_state(self.out, state)
+        save_state(self.out, self.state())
 
-    def restore(self, state: dict) -> None:
-        self.lm.load_state_dict(state["lm"])
-        self.vision.load_state_dict(state["vision"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.stream.load_state(state["stream"])
-        self.gen.set_state(state["mask_rng"])
+    def modules(self) -> dict:
+        return {"lm": self.lm, "vision": self.vision}
 
 
 def _saved_state(out: Path, cfg: VisionTrainConfig) -> dict | None:
