@@ -20,7 +20,6 @@ where it stopped (weights, optimizer, schedule, data-stream position and RNG sta
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -40,7 +39,7 @@ from .models.model import DiffusionLM
 from .tasks import arith
 from .tasks.tokenizer_build import build_tokenizer
 from .train_cli import parse_fields, run_and_report
-from .train_schedule import STATE_DIR, STATE_FILE, ResumableRun, Schedule, save_state
+from .train_schedule import ResumableRun, Schedule, save_state, saved_state
 
 # Settings that change the parameters (or what they mean). max_sequence_length is not one: the
 # rotary table is computed, so a run may resume with a longer context (to train longer canvases).
@@ -302,21 +301,7 @@ def _tokenizer(cfg: TrainConfig, out: Path, resuming: bool):
 
 def _saved_state(out: Path, cfg: TrainConfig) -> dict | None:
     """The state to resume from, if any; refuses another model shape, warns about other changes."""
-    file = out / STATE_DIR / STATE_FILE
-    if not (cfg.resume and file.exists()):
-        return None
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    saved = state["config"]
-    differ = [k for k in ARCH_KEYS if saved.get(k) != getattr(cfg, k)]
-    if differ:
-        raise ValueError(
-            f"{file}: cannot resume, the model shape differs ({', '.join(f'{k}={saved[k]}' for k in differ)} "
-            f"saved); pass the same sizes, another out=, or resume=false to start over"
-        )
-    changed = [f"{k}: {saved[k]} -> {v}" for k, v in dataclasses.asdict(cfg).items() if k in saved and saved[k] != v]
-    if changed:
-        print(f"resuming {out} with changed settings: {'; '.join(changed)}", file=sys.stderr)
-    return state
+    return saved_state(out, cfg, ARCH_KEYS, "the model shape")
 
 
 def _start_weights(cfg: TrainConfig, out: Path) -> DiffusionLM | None:

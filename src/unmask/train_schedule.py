@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -86,3 +87,23 @@ class ResumableRun:
         self.schedule.load_state_dict(state["schedule"])
         self.stream.load_state(state["stream"])
         self.gen.set_state(state["mask_rng"])
+
+
+def saved_state(out: Path, cfg, arch_keys: tuple[str, ...], shape: str) -> dict | None:
+    """The state to resume `out` from, if any (and `cfg.resume`): refuses a config whose `arch_keys`
+    differ (`shape` names what they describe), reports other changed settings."""
+    file = Path(out) / STATE_DIR / STATE_FILE
+    if not (cfg.resume and file.exists()):
+        return None
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    saved = state["config"]
+    differ = [k for k in arch_keys if saved.get(k) != getattr(cfg, k)]
+    if differ:
+        raise ValueError(
+            f"{file}: cannot resume, {shape} differs ({', '.join(f'{k}={saved[k]}' for k in differ)} "
+            "saved); pass the same sizes, another out=, or resume=false to start over"
+        )
+    changed = [f"{k}: {saved[k]} -> {v}" for k, v in dataclasses.asdict(cfg).items() if k in saved and saved[k] != v]
+    if changed:
+        print(f"resuming {out} with changed settings: {'; '.join(changed)}", file=sys.stderr)
+    return state

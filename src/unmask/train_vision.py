@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from .models.model import DiffusionLM
 from .tasks import arith_v
 from .tasks.arith_v_task import ArithVTask
 from .train_cli import parse_fields, run_and_report
-from .train_schedule import STATE_DIR, STATE_FILE, ResumableRun, Schedule, save_state
+from .train_schedule import ResumableRun, Schedule, save_state, saved_state
 from .vision.encoder import VisionEncoder
 from .vision.processor import ImageProcessorConfig, process_image
 from .vision.prompt import IMAGE_PLACEHOLDER, IMAGE_TEXT, splice_images
@@ -225,21 +224,7 @@ class Run(ResumableRun):
 
 def _saved_state(out: Path, cfg: VisionTrainConfig) -> dict | None:
     """The state to resume from, if any; refuses another tower shape, reports other changes."""
-    file = out / STATE_DIR / STATE_FILE
-    if not (cfg.resume and file.exists()):
-        return None
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    saved = state["config"]
-    differ = [k for k in ARCH_KEYS if saved.get(k) != getattr(cfg, k)]
-    if differ:
-        raise ValueError(
-            f"{file}: cannot resume, the vision tower's shape differs ({', '.join(f'{k}={saved[k]}' for k in differ)} "
-            "saved); pass the same sizes, another out=, or resume=false to start over"
-        )
-    changed = [f"{k}: {saved[k]} -> {v}" for k, v in dataclasses.asdict(cfg).items() if k in saved and saved[k] != v]
-    if changed:
-        print(f"resuming {out} with changed settings: {'; '.join(changed)}", file=sys.stderr)
-    return state
+    return saved_state(out, cfg, ARCH_KEYS, "the vision tower's shape")
 
 
 def _optimizer(cfg: VisionTrainConfig, lm: DiffusionLM, vision: VisionEncoder) -> torch.optim.AdamW:
