@@ -69,7 +69,12 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
         while True:
             prob_index = rows.locate(plan.prob_positions) if plan.prob_positions is not None else None
             keep = _logit_rows(module, rows, plan.logit_positions) if i == last and plan.layer_hook is None else None
-            out, probs = layer(h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index, keep=keep)
+            qkv = None
+            if i == 0 and state.layer0 is not None and rows.span == (0, t):
+                qkv = state.layer0.qkv(layer, h, state.canvas, cos, sin)
+            out, probs = layer(
+                h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index, keep=keep, qkv=qkv
+            )
             switch = plan.layer_hook(i, probs, refreshing) if plan.layer_hook is not None else None
             if switch is None or not bool((switch & ~refreshing).any()):
                 break

@@ -71,6 +71,7 @@ class DenoisingLoop:
             self.module, canvas, valid,
             layer_inputs=policy_cls.needs_layer_inputs,
             queries=policy_cls.needs_queries,
+            reuse_layer0=True,
         )
         if prompt_embeds is not None:  # per prompt None or (embeds [L, d], from_embeds [L]): image rows
             self.state.attach_embeds(width, prompt_embeds)

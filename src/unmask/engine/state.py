@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .kv_store import CanvasStore
+from .layer0 import Layer0Rows
 from .rows import Rows
 
 
@@ -28,6 +29,8 @@ class CanvasState:
     embeds: Tensor | None = None
     from_embeds: Tensor | None = None
     embeds_end: int = 0  # canvas rows >= this never take an embedding (the generated region)
+    # Layer 0's Q/K/V of every row, kept across full forwards (`engine.layer0`); None: recomputed each time.
+    layer0: Layer0Rows | None = None
 
     @property
     def batch(self) -> int:
@@ -70,7 +73,8 @@ class CanvasState:
         self.key_mask = None if bool(self.valid.all()) else self.valid[:, None, None, :]
 
 
-def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, queries=False) -> CanvasState:
+def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, queries=False, reuse_layer0=False) -> CanvasState:
+    """A request's state; `reuse_layer0` keeps layer 0's Q/K/V for later full forwards where that is exact."""
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # rotary positions: padding does not count
     cos, sin = (t.squeeze(1) for t in module.rotary.lookup(positions))
     store = CanvasStore(
@@ -78,5 +82,7 @@ def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, que
         layer_inputs=layer_inputs, queries=queries,
     )
     state = CanvasState(canvas=canvas, valid=valid.clone(), store=store, cos=cos, sin=sin)
+    if reuse_layer0 and Layer0Rows.supported(canvas.device):
+        state.layer0 = Layer0Rows(canvas)
     state.refresh_key_mask()
     return state

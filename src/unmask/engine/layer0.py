@@ -1,0 +1,62 @@
+"""Layer 0's queries, keys and values kept across full forwards.
+
+Layer 0's input of a row is its token's embedding (or a fixed image feature), so between two
+forwards over every row only the rows whose token changed get new layer-0 Q/K/V; the others are
+the same numbers. A full forward therefore projects only a span covering the changed rows and
+reuses the rest. The deeper layers see every row's new attention and are recomputed as before.
+
+The reuse is exact only where projecting a few rows gives the same bits as projecting them
+within all rows. On CPU (MKL's float32 GEMM, oneDNN's bfloat16 one) this holds once a product has
+at least 16 rows, not below (a 1-row product takes another kernel), so spans are widened to at least
+`MIN_ROWS`; other devices are not checked, and there every full forward projects every row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Smallest row count projected at once; 16 rows already match the full product's bits on CPU.
+MIN_ROWS = 32
+
+
+class Layer0Rows:
+    """Rotated layer-0 queries [B,H,T,D], keys and values [B,Hkv,T,D] of every canvas row, with the
+    token each row was computed from (-1: not yet computed)."""
+
+    def __init__(self, canvas: Tensor):
+        self.ids = torch.full_like(canvas, -1)
+        self.q: Tensor | None = None
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @staticmethod
+    def supported(device: torch.device) -> bool:
+        """Where a row subset of a product was checked to equal the same rows of the full product."""
+        return device.type == "cpu"
+
+    def qkv(self, layer, h: Tensor, canvas: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer 0's q, k, v for every row, given its input `h` [B,T,d] and the rotary tables
+        [B,1,T,D] of every row; projects only the rows whose token differs from the last call."""
+        t = canvas.shape[1]
+        changed = (canvas != self.ids).any(0).nonzero()
+        if self.q is not None and changed.numel() == 0:
+            return self.q, self.k, self.v
+        if self.q is None:
+            lo, hi = 0, t
+        else:
+            lo, hi = int(changed[0]), int(changed[-1]) + 1
+            hi = min(t, max(hi, lo + MIN_ROWS))
+            lo = max(0, min(lo, hi - MIN_ROWS))
+        if hi - lo > t // 2:  # most rows: the full product (also the first call)
+            lo, hi = 0, t
+        part = slice(lo, hi)
+        q, k, v = layer.qkv(layer.attn_norm(h[:, part]), cos[:, :, part], sin[:, :, part])
+        if self.q is None:
+            self.q, self.k, self.v = q.contiguous(), k.contiguous(), v.contiguous()
+        else:
+            self.q[:, :, part] = q
+            self.k[:, :, part] = k
+            self.v[:, :, part] = v
+        self.ids[:, part] = canvas[:, part]
+        return self.q, self.k, self.v

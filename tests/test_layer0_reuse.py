@@ -1,0 +1,84 @@
+"""Full forwards that keep layer 0's Q/K/V between calls give the same bits as recomputing every row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import unmask
+from unmask.engine import Rows, StepPlan, make_state, run_plan
+from unmask.engine.layer0 import MIN_ROWS, Layer0Rows
+
+# Positions changed before each forward: none (the first), one row, rows at both ends, none, rows far
+# apart, most rows, two neighbours; and how many rows layer 0 must then project (full: 120).
+EDITS = [([], 120), ([70], MIN_ROWS), ([0, 119], 120), ([], 0), ([5, 64, 110], 120), (list(range(10, 110)), 120), ([71, 72], MIN_ROWS)]
+
+
+def _spy_projected_rows(module, monkeypatch) -> list[int]:
+    """Rows layer 0 projects, one entry per call."""
+    layer, seen = module.layers[0], []
+    real = layer.qkv
+
+    def spy(normed, cos, sin):
+        seen.append(normed.shape[1])
+        return real(normed, cos, sin)
+
+    monkeypatch.setattr(layer, "qkv", spy)
+    return seen
+
+
+@pytest.mark.parametrize("family", ["tiny", "dream"])
+def test_layer0_reuse_equals_full_recompute(family, request, monkeypatch):
+    model = unmask.load("tiny") if family == "tiny" else request.getfixturevalue(family)
+    module = model.module
+    g = torch.Generator().manual_seed(0)
+    vocab = module.cfg.vocab_size
+    canvas = torch.randint(4, vocab, (2, 120), generator=g)
+    valid = torch.ones_like(canvas, dtype=torch.bool)
+    valid[1, :7] = False  # a left-padded second sequence
+    kept = make_state(module, canvas.clone(), valid, reuse_layer0=True)
+    assert kept.layer0 is not None
+    logits_rows = Rows.range(60, 92, 2)
+    seen = _spy_projected_rows(module, monkeypatch)
+    with torch.inference_mode():
+        for edit, rows in EDITS:
+            for pos in edit:
+                kept.canvas[:, pos] = (kept.canvas[:, pos] + 1 + pos) % vocab
+            fresh = make_state(module, kept.canvas.clone(), valid)
+            ref = run_plan(module, fresh, StepPlan(rows=fresh.all_rows(), logit_positions=logits_rows)).logits
+            before = len(seen)
+            out = run_plan(module, kept, StepPlan(rows=kept.all_rows(), logit_positions=logits_rows)).logits
+            assert sum(seen[before:]) == rows, f"rows projected after changing {edit}"
+            assert torch.equal(out, ref), f"logits differ after changing rows {edit}"
+            for a, b in zip(kept.store.kv, fresh.store.kv):
+                assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
+
+
+def test_generation_with_layer0_reuse_commits_the_same_tokens(monkeypatch):
+    """The baseline loop with reuse commits the tokens of forwards that project every row each step."""
+    model = unmask.load("tiny")
+    opts = dict(gen_length=64, block_length=32, steps=64, stop_until_eos=False)
+    prompt = [[1, 40, 50, 60, 70, 80]]
+    seen = _spy_projected_rows(model.module, monkeypatch)
+    with_reuse = unmask.generate(model, input_ids=prompt, **opts).token_ids
+    assert seen[0] == 70 and set(seen[1:]) == {MIN_ROWS}
+    seen.clear()
+    monkeypatch.setattr(Layer0Rows, "supported", staticmethod(lambda device: False))
+    without = unmask.generate(model, input_ids=prompt, **opts).token_ids
+    assert set(seen) == {70} and len(seen) == 64
+    assert with_reuse == without
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_min_rows_products_match_the_full_product_rows(dtype):
+    """The premise of the reuse: on CPU a product over MIN_ROWS (or more) rows gives the same bits as
+    those rows of the product over all rows (a product of one row or a few may not, and the reuse never
+    runs one)."""
+    layer = unmask.load("tiny").module.layers[0]
+    weight = torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight]).to(dtype)
+    x = torch.randn(300, weight.shape[1], generator=torch.Generator().manual_seed(1)).to(dtype)
+    with torch.inference_mode():
+        full = torch.mm(x, weight.t())
+        for rows in (MIN_ROWS, MIN_ROWS + 5, 2 * MIN_ROWS):
+            for start in range(0, 300 - rows, 13):
+                assert torch.equal(torch.mm(x[start : start + rows], weight.t()), full[start : start + rows])
