@@ -19,9 +19,9 @@ def _spy_projected_rows(module, monkeypatch) -> list[int]:
     layer, seen = module.layers[0], []
     real = layer.qkv
 
-    def spy(normed, cos, sin):
+    def spy(normed, *rest):
         seen.append(normed.shape[1])
-        return real(normed, cos, sin)
+        return real(normed, *rest)
 
     monkeypatch.setattr(layer, "qkv", spy)
     return seen

@@ -71,9 +71,10 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
             keep = _logit_rows(module, rows, plan.logit_positions) if i == last and plan.layer_hook is None else None
             qkv = None
             if i == 0 and state.layer0 is not None and rows.span == (0, t):
-                qkv = state.layer0.qkv(layer, h, state.canvas, cos, sin)
+                qkv = state.layer0.qkv(layer, h, state.canvas, cos, sin, state.scratch)
             out, probs = layer(
-                h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index, keep=keep, qkv=qkv
+                h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index, keep=keep,
+                qkv=qkv, scratch=state.scratch,
             )
             switch = plan.layer_hook(i, probs, refreshing) if plan.layer_hook is not None else None
             if switch is None or not bool((switch & ~refreshing).any()):

@@ -35,9 +35,10 @@ class Layer0Rows:
         """Where a row subset of a product was checked to equal the same rows of the full product."""
         return device.type == "cpu"
 
-    def qkv(self, layer, h: Tensor, canvas: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv(self, layer, h: Tensor, canvas: Tensor, cos: Tensor, sin: Tensor, scratch=None) -> tuple[Tensor, Tensor, Tensor]:
         """Layer 0's q, k, v for every row, given its input `h` [B,T,d] and the rotary tables
-        [B,1,T,D] of every row; projects only the rows whose token differs from the last call."""
+        [B,1,T,D] of every row; projects only the rows whose token differs from the last call
+        (with `scratch` for the projection's temporaries: what is kept here is copied out of it)."""
         t = canvas.shape[1]
         changed = (canvas != self.ids).any(0).nonzero()
         if self.q is not None and changed.numel() == 0:
@@ -51,9 +52,10 @@ class Layer0Rows:
         if hi - lo > t // 2:  # most rows: the full product (also the first call)
             lo, hi = 0, t
         part = slice(lo, hi)
-        q, k, v = layer.qkv(layer.attn_norm(h[:, part]), cos[:, :, part], sin[:, :, part])
+        q, k, v = layer.qkv(layer.attn_norm(h[:, part]), cos[:, :, part], sin[:, :, part], scratch)
         if self.q is None:
-            self.q, self.k, self.v = q.contiguous(), k.contiguous(), v.contiguous()
+            own = torch.contiguous_format
+            self.q, self.k, self.v = q.clone(memory_format=own), k.clone(memory_format=own), v.clone(memory_format=own)
         else:
             self.q[:, :, part] = q
             self.k[:, :, part] = k

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from ..models.scratch import Scratch
 from .kv_store import CanvasStore
 from .layer0 import Layer0Rows
 from .rows import Rows
@@ -31,6 +32,7 @@ class CanvasState:
     embeds_end: int = 0  # canvas rows >= this never take an embedding (the generated region)
     # Layer 0's Q/K/V of every row, kept across full forwards (`engine.layer0`); None: recomputed each time.
     layer0: Layer0Rows | None = None
+    scratch: Scratch = field(default_factory=Scratch)  # the layers' reusable temporaries (`models.scratch`)
 
     @property
     def batch(self) -> int:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .model_config import ModelConfig
+from .scratch import Scratch
 
 
 class KVSlot(Protocol):
@@ -79,22 +80,34 @@ class RotaryTable(nn.Module):
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None = None) -> Tensor:
     """x * cos + rotate_half(x) * sin, with `sin` the signed table of `RotaryTable`: in float32 for
-    float32 tables, else in the tables' dtype with the official rounding order (LLaDA-V)."""
+    float32 tables, else in the tables' dtype with the official rounding order (LLaDA-V).
+
+    `out` (float32 x only, no gradient): a contiguous tensor of x's shape to write the result into.
+    """
     if cos.dtype != torch.float32:
         return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
     xf = x.float()
-    return torch.addcmul(xf * cos, xf.roll(xf.shape[-1] // 2, dims=-1), sin).to(x.dtype)
+    if torch.is_grad_enabled():
+        return torch.addcmul(xf * cos, xf.roll(xf.shape[-1] // 2, dims=-1), sin).to(x.dtype)
+    # rotate_half(x) * sin, half by half: each element gets the same product and sum as with the rolled
+    # copy (same bits), without building the copy.
+    half = xf.shape[-1] // 2
+    rotated = torch.mul(xf, cos, out=out) if out is not None and x.dtype == torch.float32 else xf * cos
+    rotated[..., :half].addcmul_(xf[..., half:], sin[..., :half])
+    rotated[..., half:].addcmul_(xf[..., :half], sin[..., half:])
+    return rotated.to(x.dtype)
 
 
-def _project(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def _project(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)` for [B, R, in] rows; without a bias, the one matrix product that
-    `F.linear` would run (same kernel, same operands, same bits) without its wrappers' calls."""
+    `F.linear` would run (same kernel, same operands, same bits) without its wrappers' calls, into
+    `out` ([B*R, out_features], contiguous) when given."""
     if bias is not None or x.dim() != 3 or torch.is_grad_enabled():
         return F.linear(x, weight, bias)
     b, r, d = x.shape
-    return torch.mm(x.reshape(b * r, d), weight.t()).view(b, r, weight.shape[0])
+    return torch.mm(x.reshape(b * r, d), weight.t(), out=out).view(b, r, weight.shape[0])
 
 
 class DecoderLayer(nn.Module):
@@ -148,16 +161,24 @@ class DecoderLayer(nn.Module):
         """Stack only where no gradient flows to the weights (training keeps the plain graph)."""
         return not (torch.is_grad_enabled() and self.q_proj.weight.requires_grad)
 
-    def qkv(self, normed: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Rotated queries [B,H,R,D], rotated keys and values [B,Hkv,R,D] of the given rows."""
+    def qkv(self, normed: Tensor, cos: Tensor, sin: Tensor, scratch: Scratch | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated queries [B,H,R,D], rotated keys and values [B,Hkv,R,D] of the given rows.
+
+        With `scratch` they are views of its buffers, valid until the next layer's call: callers copy
+        what they keep (the K/V store does).
+        """
         if not self._use_stacks():
             return self.query(normed, cos, sin), self.key(normed, cos, sin), self.value(normed)
         weight, bias = self._stacked("qkv", (self.q_proj, self.k_proj, self.v_proj))
         b, r, _ = normed.shape
         h, hkv = self.num_heads, self.num_kv_heads
-        qkv = _project(normed, weight, bias).view(b, r, h + 2 * hkv, self.head_dim)
+        out = rotated = None
+        if scratch is not None and bias is None:
+            out = scratch.take("qkv", (b * r, weight.shape[0]), normed)
+            rotated = scratch.take("rotated", (b, r, h + hkv, self.head_dim), normed)
+        qkv = _project(normed, weight, bias, out=out).view(b, r, h + 2 * hkv, self.head_dim)
         # One rotation for queries and keys together, in the [B, R, heads, D] layout.
-        qk = apply_rotary(qkv[:, :, : h + hkv], cos.transpose(1, 2), sin.transpose(1, 2))
+        qk = apply_rotary(qkv[:, :, : h + hkv], cos.transpose(1, 2), sin.transpose(1, 2), out=rotated)
         return qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), qkv[:, :, h + hkv :].transpose(1, 2)
 
     # -- pieces -----------------------------------------------------------------
@@ -196,13 +217,15 @@ class DecoderLayer(nn.Module):
             scores = scores.masked_fill(~key_mask, float("-inf"))
         return scores.softmax(dim=-1)
 
-    def ffn(self, h: Tensor) -> Tensor:
-        """FFN branch output (before the residual add)."""
+    def ffn(self, h: Tensor, scratch: Scratch | None = None) -> Tensor:
+        """FFN branch output (before the residual add); `scratch` holds the gate/up product."""
         n = self.ffn_norm(h)
         if not self._use_stacks():
             return self.down_proj(F.silu(self.gate_proj(n)) * self.up_proj(n))
         weight, _ = self._stacked("gate_up", (self.gate_proj, self.up_proj))
-        gate, up = _project(n, weight).chunk(2, dim=-1)
+        b, r, _ = n.shape
+        out = scratch.take("gate_up", (b * r, weight.shape[0]), n) if scratch is not None else None
+        gate, up = _project(n, weight, out=out).chunk(2, dim=-1)
         if torch.is_grad_enabled():
             return _project(F.silu(gate) * up, self.down_proj.weight)
         # In place in the gate half (a temporary): the same kernels and bits, two activations less to allocate.
@@ -220,6 +243,7 @@ class DecoderLayer(nn.Module):
         prob_index: Tensor | None = None,
         keep: slice | Tensor | None = None,
         qkv: tuple[Tensor, Tensor, Tensor] | None = None,
+        scratch: Scratch | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Run rows `x` [B,R,d]; with `kv`, store their K/V at `rows` and attend to the whole store.
 
@@ -229,9 +253,10 @@ class DecoderLayer(nn.Module):
         rows feed nothing).
         `qkv`: the rows' rotated queries, keys and values when the caller already has them (what
         `qkv(attn_norm(x))` would return; `engine.layer0` keeps layer 0's across steps).
+        `scratch`: buffers for the large temporaries (`models.scratch`).
         """
         if qkv is None:
-            qkv = self.qkv(self.attn_norm(x), cos, sin)
+            qkv = self.qkv(self.attn_norm(x), cos, sin, scratch)
         q, k, v = qkv
         if kv is not None:
             k, v = kv.write(rows, k, v, q)
@@ -245,4 +270,4 @@ class DecoderLayer(nn.Module):
             x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
             q = torch.gather(q, 2, keep[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
         h = x + self.attend(q, k, v, key_mask)
-        return h + self.ffn(h), probs
+        return h + self.ffn(h, scratch), probs
