@@ -18,4 +18,6 @@ class NullCache(CachePolicy):
         pass  # the baseline supports every decoding option, classifier-free guidance included
 
     def plan(self, state, ctx):
-        return self.full_plan(state, ctx)
+        plan = self.full_plan(state, ctx)
+        plan.store_kv = False  # every step recomputes every row: nothing reads the stored K/V
+        return plan

@@ -39,6 +39,8 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
     """One (possibly partial) forward. Rows not in the plan keep their cached K/V."""
     t, b = state.length, state.batch
     rows = plan.rows
+    if not plan.store_kv and rows.span != (0, t):
+        raise ValueError("a plan that does not store K/V must compute every row (the other rows' K/V come from the store)")
     h = state.input_rows(module, rows)
     if plan.full_rows is None:
         refreshing = torch.full((b,), rows.span == (0, t), dtype=torch.bool, device=h.device)
@@ -73,8 +75,8 @@ def run_plan(module, state: CanvasState, plan: StepPlan) -> StepOutput:
             if i == 0 and state.layer0 is not None and rows.span == (0, t):
                 qkv = state.layer0.qkv(layer, h, state.canvas, cos, sin, state.scratch)
             out, probs = layer(
-                h, cos, sin, kv=state.store.kv[i], rows=rows, key_mask=state.key_mask, prob_index=prob_index, keep=keep,
-                qkv=qkv, scratch=state.scratch,
+                h, cos, sin, kv=state.store.kv[i] if plan.store_kv else None, rows=rows, key_mask=state.key_mask,
+                prob_index=prob_index, keep=keep, qkv=qkv, scratch=state.scratch,
             )
             switch = plan.layer_hook(i, probs, refreshing) if plan.layer_hook is not None else None
             if switch is None or not bool((switch & ~refreshing).any()):

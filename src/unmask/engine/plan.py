@@ -43,3 +43,6 @@ class StepPlan:
     # [B] bool, sequences whose `rows` are all their rows; None: every sequence's iff `rows` spans the canvas
     # (a batch of several requests' plans, `engine.slots`, says it per sequence)
     full_rows: Tensor | None = None
+    # False: no later step reads this step's K/V (the baseline recomputes every row each step), so the layers
+    # attend to the fresh K/V without writing them to the store
+    store_kv: bool = True
