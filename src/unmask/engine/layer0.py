@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Smallest row count projected at once; 16 rows already match the full product's bits on CPU.
-MIN_ROWS = 32
+from ..models.layers import SUBSET_MIN_ROWS as MIN_ROWS  # smallest row count projected at once
+from ..models.layers import subset_rows_exact
 
 
 class Layer0Rows:
@@ -33,7 +33,7 @@ class Layer0Rows:
     @staticmethod
     def supported(device: torch.device) -> bool:
         """Where a row subset of a product was checked to equal the same rows of the full product."""
-        return device.type == "cpu"
+        return subset_rows_exact(device, MIN_ROWS)
 
     def qkv(self, layer, h: Tensor, canvas: Tensor, cos: Tensor, sin: Tensor, scratch=None) -> tuple[Tensor, Tensor, Tensor]:
         """Layer 0's q, k, v for every row, given its input `h` [B,T,d] and the rotary tables

@@ -17,6 +17,17 @@ from .model_config import ModelConfig
 from .scratch import Scratch
 
 
+# A product over a subset of rows gives the same bits as those rows of the product over all rows
+# on CPU (MKL's float32 GEMM, oneDNN's bfloat16 one) once the subset has 16 rows or more (one row or
+# a few may take another kernel); 32 leaves a margin. Other devices are not checked.
+SUBSET_MIN_ROWS = 32
+
+
+def subset_rows_exact(device: torch.device, rows: int) -> bool:
+    """Whether projecting `rows` rows alone reproduces the full product's bits (see SUBSET_MIN_ROWS)."""
+    return device.type == "cpu" and rows >= SUBSET_MIN_ROWS
+
+
 class KVSlot(Protocol):
     """One layer's key/value storage for the canvas (see `unmask.engine.kv_store`)."""
 
@@ -88,7 +99,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None = None)
     """
     if cos.dtype != torch.float32:
         return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
-    xf = x.float()
+    xf = x if x.dtype == torch.float32 else x.float()
     if torch.is_grad_enabled():
         return torch.addcmul(xf * cos, xf.roll(xf.shape[-1] // 2, dims=-1), sin).to(x.dtype)
     # rotate_half(x) * sin, half by half: each element gets the same product and sum as with the rolled
@@ -97,7 +108,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None = None)
     rotated = torch.mul(xf, cos, out=out) if out is not None and x.dtype == torch.float32 else xf * cos
     rotated[..., :half].addcmul_(xf[..., half:], sin[..., :half])
     rotated[..., half:].addcmul_(xf[..., :half], sin[..., half:])
-    return rotated.to(x.dtype)
+    return rotated if x.dtype == torch.float32 else rotated.to(x.dtype)
 
 
 def _project(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
@@ -181,6 +192,33 @@ class DecoderLayer(nn.Module):
         qk = apply_rotary(qkv[:, :, : h + hkv], cos.transpose(1, 2), sin.transpose(1, 2), out=rotated)
         return qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), qkv[:, :, h + hkv :].transpose(1, 2)
 
+    def kept_qkv(
+        self, normed: Tensor, cos: Tensor, sin: Tensor, keep: slice, scratch: Scratch | None = None
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Rotated keys and values of every row and queries of the `keep` rows only (a last layer's
+        other queries feed nothing); None where that would not give `qkv`'s bits (a bias, too few
+        kept rows, not CPU: `subset_rows_exact`), so the caller projects every query."""
+        if not self._use_stacks():
+            return None
+        weight, bias = self._stacked("qkv", (self.q_proj, self.k_proj, self.v_proj))
+        kept = normed[:, keep]
+        if bias is not None or not subset_rows_exact(normed.device, kept.shape[1]):
+            return None
+        b, r, _ = normed.shape
+        h, hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        out = rotated = None
+        if scratch is not None:
+            out = scratch.take("qkv", (b * r, 2 * hkv * hd), normed)
+            rotated = scratch.take("rotated", (b, r, hkv, hd), normed)
+        # The key/value rows and the query rows of the stacked weight: each output column is the same
+        # product as in the stacked one.
+        kv = _project(normed, weight[h * hd :], out=out).view(b, r, 2 * hkv, hd)
+        cos_rows, sin_rows = cos.transpose(1, 2), sin.transpose(1, 2)
+        k = apply_rotary(kv[:, :, :hkv], cos_rows, sin_rows, out=rotated)
+        q = _project(kept, weight[: h * hd]).view(b, kept.shape[1], h, hd)
+        q = apply_rotary(q, cos_rows[:, keep], sin_rows[:, keep])
+        return q.transpose(1, 2), k.transpose(1, 2), kv[:, :, hkv:].transpose(1, 2)
+
     # -- pieces -----------------------------------------------------------------
     def _heads(self, x: Tensor, n: int) -> Tensor:
         b, r, _ = x.shape
@@ -255,17 +293,24 @@ class DecoderLayer(nn.Module):
         `qkv(attn_norm(x))` would return; `engine.layer0` keeps layer 0's across steps).
         `scratch`: buffers for the large temporaries (`models.scratch`).
         """
+        queries_kept = False
         if qkv is None:
-            qkv = self.qkv(self.attn_norm(x), cos, sin, scratch)
+            normed = self.attn_norm(x)
+            # Only the kept rows' queries are needed, unless probabilities or a query store ask for others.
+            if isinstance(keep, slice) and prob_index is None and getattr(kv, "q", None) is None:
+                qkv = self.kept_qkv(normed, cos, sin, keep, scratch)
+                queries_kept = qkv is not None
+            if qkv is None:
+                qkv = self.qkv(normed, cos, sin, scratch)
         q, k, v = qkv
         if kv is not None:
-            k, v = kv.write(rows, k, v, q)
+            k, v = kv.write(rows, k, v, None if queries_kept else q)
         probs = None
         if prob_index is not None:
             idx = prob_index[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1])
             probs = self.attention_probs(torch.gather(q, 2, idx), k, key_mask)
         if isinstance(keep, slice):
-            x, q = x[:, keep], q[:, :, keep]
+            x, q = x[:, keep], (q if queries_kept else q[:, :, keep])
         elif keep is not None:
             x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
             q = torch.gather(q, 2, keep[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))

@@ -21,10 +21,15 @@ class Scratch:
 
     def __init__(self) -> None:
         self._buffers: dict[str, Tensor] = {}
+        self._views: dict[tuple, Tensor] = {}  # (name, shape) -> its view of the buffer, made once
 
     def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised contiguous tensor of `shape` with `like`'s dtype and device; it
         shares memory with every earlier `take` of the same name."""
+        key = (name, shape)
+        view = self._views.get(key)
+        if view is not None and view.dtype == like.dtype and view.device == like.device:
+            return view
         numel = 1
         for size in shape:
             numel *= size
@@ -32,4 +37,6 @@ class Scratch:
         if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
             buf = torch.empty(numel, dtype=like.dtype, device=like.device)
             self._buffers[name] = buf
-        return buf[:numel].view(shape)
+            self._views = {k: v for k, v in self._views.items() if k[0] != name}  # views of the old buffer
+        view = self._views[key] = buf[:numel].view(shape)
+        return view
