@@ -63,22 +63,29 @@ def test_generation_with_layer0_reuse_commits_the_same_tokens(monkeypatch):
     with_reuse = unmask.generate(model, input_ids=prompt, **opts).token_ids
     assert seen[0] == 70 and set(seen[1:]) == {MIN_ROWS}
     seen.clear()
-    monkeypatch.setattr(Layer0Rows, "supported", staticmethod(lambda device: False))
+    monkeypatch.setattr(Layer0Rows, "supported", staticmethod(lambda device, dtype: False))
     without = unmask.generate(model, input_ids=prompt, **opts).token_ids
     assert set(seen) == {70} and len(seen) == 64
     assert with_reuse == without
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_min_rows_products_match_the_full_product_rows(dtype):
-    """The premise of the reuse: on CPU a product over MIN_ROWS (or more) rows gives the same bits as
-    those rows of the product over all rows (a product of one row or a few may not, and the reuse never
-    runs one)."""
-    layer = unmask.load("tiny").module.layers[0]
-    weight = torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight]).to(dtype)
-    x = torch.randn(300, weight.shape[1], generator=torch.Generator().manual_seed(1)).to(dtype)
+@pytest.mark.parametrize("width", [128, 1024])
+def test_min_rows_products_match_the_full_product_rows(width):
+    """The premise of the reuse (and of the last layer's kept queries): in float32 on CPU a product over
+    MIN_ROWS (or more) rows, or over some of the weight's rows, gives the same bits as that part of the
+    full product (a product of one row or a few may not, and neither path runs one)."""
+    g = torch.Generator().manual_seed(1)
+    if width == 128:
+        layer = unmask.load("tiny").module.layers[0]
+        weight = torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight])
+    else:
+        weight = torch.randn(3 * width, width, generator=g) * 0.03
+    x = torch.randn(300, width, generator=g)
+    assert Layer0Rows.supported(x.device, x.dtype) and not Layer0Rows.supported(x.device, torch.bfloat16)
     with torch.inference_mode():
         full = torch.mm(x, weight.t())
         for rows in (MIN_ROWS, MIN_ROWS + 5, 2 * MIN_ROWS):
-            for start in range(0, 300 - rows, 13):
+            for start in range(0, 300 - rows, 37):
                 assert torch.equal(torch.mm(x[start : start + rows], weight.t()), full[start : start + rows])
+        assert torch.equal(torch.mm(x, weight[width:].t()), full[:, width:])
+        assert torch.equal(torch.mm(x[40 : 40 + MIN_ROWS], weight[:width].t()), full[40 : 40 + MIN_ROWS, :width])

@@ -6,9 +6,9 @@ the same numbers. A full forward therefore projects only a span covering the cha
 reuses the rest. The deeper layers see every row's new attention and are recomputed as before.
 
 The reuse is exact only where projecting a few rows gives the same bits as projecting them
-within all rows. On CPU (MKL's float32 GEMM, oneDNN's bfloat16 one) this holds once a product has
-at least 16 rows, not below (a 1-row product takes another kernel), so spans are widened to at least
-`MIN_ROWS`; other devices are not checked, and there every full forward projects every row.
+within all rows. In float32 on CPU this holds once a product has at least 16 rows, not below (a
+1-row product takes another kernel), so spans are widened to at least `MIN_ROWS`; in bfloat16 and
+on other devices every full forward projects every row (`models.layers.subset_rows_exact`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ class Layer0Rows:
         self.v: Tensor | None = None
 
     @staticmethod
-    def supported(device: torch.device) -> bool:
+    def supported(device: torch.device, dtype: torch.dtype) -> bool:
         """Where a row subset of a product was checked to equal the same rows of the full product."""
-        return subset_rows_exact(device, MIN_ROWS)
+        return subset_rows_exact(device, dtype, MIN_ROWS)
 
     def qkv(self, layer, h: Tensor, canvas: Tensor, cos: Tensor, sin: Tensor, scratch=None) -> tuple[Tensor, Tensor, Tensor]:
         """Layer 0's q, k, v for every row, given its input `h` [B,T,d] and the rotary tables

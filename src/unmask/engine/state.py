@@ -84,7 +84,7 @@ def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, que
         layer_inputs=layer_inputs, queries=queries,
     )
     state = CanvasState(canvas=canvas, valid=valid.clone(), store=store, cos=cos, sin=sin)
-    if reuse_layer0 and Layer0Rows.supported(canvas.device):
+    if reuse_layer0 and Layer0Rows.supported(canvas.device, module.embed.weight.dtype):
         state.layer0 = Layer0Rows(canvas)
     state.refresh_key_mask()
     return state

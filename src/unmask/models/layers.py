@@ -17,15 +17,17 @@ from .model_config import ModelConfig
 from .scratch import Scratch
 
 
-# A product over a subset of rows gives the same bits as those rows of the product over all rows
-# on CPU (MKL's float32 GEMM, oneDNN's bfloat16 one) once the subset has 16 rows or more (one row or
-# a few may take another kernel); 32 leaves a margin. Other devices are not checked.
+# In float32 on CPU (MKL's GEMM), a product over a subset of rows gives the same bits as those rows
+# of the product over all rows once the subset has 16 rows or more (one row or a few take another
+# kernel), and so does a product over a subset of the weight's rows (output columns); 32 leaves a
+# margin. Not so for bfloat16 on CPU (oneDNN: model-sized products differ in the last bit), and other
+# devices are not checked: there every row and column is projected together.
 SUBSET_MIN_ROWS = 32
 
 
-def subset_rows_exact(device: torch.device, rows: int) -> bool:
-    """Whether projecting `rows` rows alone reproduces the full product's bits (see SUBSET_MIN_ROWS)."""
-    return device.type == "cpu" and rows >= SUBSET_MIN_ROWS
+def subset_rows_exact(device: torch.device, dtype: torch.dtype, rows: int) -> bool:
+    """Whether projecting `rows` rows (or some output columns) alone reproduces the full product's bits."""
+    return device.type == "cpu" and dtype == torch.float32 and rows >= SUBSET_MIN_ROWS
 
 
 class KVSlot(Protocol):
@@ -197,12 +199,12 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor] | None:
         """Rotated keys and values of every row and queries of the `keep` rows only (a last layer's
         other queries feed nothing); None where that would not give `qkv`'s bits (a bias, too few
-        kept rows, not CPU: `subset_rows_exact`), so the caller projects every query."""
+        kept rows, not float32 on CPU: `subset_rows_exact`), so the caller projects every query."""
         if not self._use_stacks():
             return None
         weight, bias = self._stacked("qkv", (self.q_proj, self.k_proj, self.v_proj))
         kept = normed[:, keep]
-        if bias is not None or not subset_rows_exact(normed.device, kept.shape[1]):
+        if bias is not None or not subset_rows_exact(normed.device, normed.dtype, kept.shape[1]):
             return None
         b, r, _ = normed.shape
         h, hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
