@@ -63,7 +63,7 @@ def test_generation_with_layer0_reuse_commits_the_same_tokens(monkeypatch):
     with_reuse = unmask.generate(model, input_ids=prompt, **opts).token_ids
     assert seen[0] == 70 and set(seen[1:]) == {MIN_ROWS}
     seen.clear()
-    monkeypatch.setattr(Layer0Rows, "supported", staticmethod(lambda device, dtype: False))
+    monkeypatch.setattr(Layer0Rows, "supported", staticmethod(lambda device, dtype, shape: False))
     without = unmask.generate(model, input_ids=prompt, **opts).token_ids
     assert set(seen) == {70} and len(seen) == 64
     assert with_reuse == without
@@ -81,7 +81,8 @@ def test_min_rows_products_match_the_full_product_rows(width):
     else:
         weight = torch.randn(3 * width, width, generator=g) * 0.03
     x = torch.randn(300, width, generator=g)
-    assert Layer0Rows.supported(x.device, x.dtype) and not Layer0Rows.supported(x.device, torch.bfloat16)
+    shape = tuple(weight.shape)
+    assert Layer0Rows.supported(x.device, x.dtype, shape) and not Layer0Rows.supported(x.device, torch.bfloat16, shape)
     with torch.inference_mode():
         full = torch.mm(x, weight.t())
         for rows in (MIN_ROWS, MIN_ROWS + 5, 2 * MIN_ROWS):
@@ -89,3 +90,29 @@ def test_min_rows_products_match_the_full_product_rows(width):
                 assert torch.equal(torch.mm(x[start : start + rows], weight.t()), full[start : start + rows])
         assert torch.equal(torch.mm(x, weight[width:].t()), full[:, width:])
         assert torch.equal(torch.mm(x[40 : 40 + MIN_ROWS], weight[:width].t()), full[40 : 40 + MIN_ROWS, :width])
+
+
+def test_a_machine_whose_subset_products_differ_projects_every_row(monkeypatch):
+    """Where the once-per-shape probe finds that a row span's product differs from the full product's
+    rows (another BLAS or processor), neither row-subset path runs: every forward projects every row."""
+    from unmask.models import layers
+
+    real_mm = torch.mm
+
+    def mm_off_by_ulp_below_full(a, b, *args, **kwargs):  # a BLAS whose short products round differently
+        out = real_mm(a, b, *args, **kwargs)
+        return torch.nextafter(out, torch.full_like(out, float("inf"))) if a.shape[0] < 100 else out
+
+    layers._subset_products_agree.cache_clear()
+    monkeypatch.setattr(torch, "mm", mm_off_by_ulp_below_full)
+    try:
+        assert not layers.subset_rows_exact(torch.device("cpu"), torch.float32, MIN_ROWS, (96, 32))
+    finally:
+        monkeypatch.undo()
+        layers._subset_products_agree.cache_clear()
+    assert layers.subset_rows_exact(torch.device("cpu"), torch.float32, MIN_ROWS, (96, 32))
+    model = unmask.load("tiny")
+    monkeypatch.setattr(layers, "_subset_products_agree", lambda out_features, in_features: False)
+    canvas = torch.randint(4, 100, (1, 80))
+    state = make_state(model.module, canvas, torch.ones_like(canvas, dtype=torch.bool), reuse_layer0=True)
+    assert state.layer0 is None

@@ -31,9 +31,10 @@ class Layer0Rows:
         self.v: Tensor | None = None
 
     @staticmethod
-    def supported(device: torch.device, dtype: torch.dtype) -> bool:
-        """Where a row subset of a product was checked to equal the same rows of the full product."""
-        return subset_rows_exact(device, dtype, MIN_ROWS)
+    def supported(device: torch.device, dtype: torch.dtype, weight_shape: tuple[int, int]) -> bool:
+        """Where a row subset of a product through a weight of `weight_shape` gives the same bits as
+        those rows of the full product (checked, and probed once per shape on this machine)."""
+        return subset_rows_exact(device, dtype, MIN_ROWS, weight_shape)
 
     def qkv(self, layer, h: Tensor, canvas: Tensor, cos: Tensor, sin: Tensor, scratch=None) -> tuple[Tensor, Tensor, Tensor]:
         """Layer 0's q, k, v for every row, given its input `h` [B,T,d] and the rotary tables

@@ -84,7 +84,9 @@ def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, que
         layer_inputs=layer_inputs, queries=queries,
     )
     state = CanvasState(canvas=canvas, valid=valid.clone(), store=store, cos=cos, sin=sin)
-    if reuse_layer0 and Layer0Rows.supported(canvas.device, module.embed.weight.dtype):
+    first = module.layers[0]
+    qkv_shape = (first.q_proj.out_features + first.k_proj.out_features + first.v_proj.out_features, first.q_proj.in_features)
+    if reuse_layer0 and Layer0Rows.supported(canvas.device, module.embed.weight.dtype, qkv_shape):
         state.layer0 = Layer0Rows(canvas)
     state.refresh_key_mask()
     return state

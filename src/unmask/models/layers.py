@@ -7,6 +7,7 @@ to every stored key. A full forward is the same call with all rows.
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import torch
@@ -21,13 +22,38 @@ from .scratch import Scratch
 # of the product over all rows once the subset has 16 rows or more (one row or a few take another
 # kernel), and so does a product over a subset of the weight's rows (output columns); 32 leaves a
 # margin. Not so for bfloat16 on CPU (oneDNN: model-sized products differ in the last bit), and other
-# devices are not checked: there every row and column is projected together.
+# devices are not checked: there every row and column is projected together. Because the premise is
+# a property of the BLAS library and the processor, it is also probed once per weight shape on the
+# machine that runs (`_subset_products_agree`); where the probe disagrees, every row is projected.
 SUBSET_MIN_ROWS = 32
 
 
-def subset_rows_exact(device: torch.device, dtype: torch.dtype, rows: int) -> bool:
-    """Whether projecting `rows` rows (or some output columns) alone reproduces the full product's bits."""
-    return device.type == "cpu" and dtype == torch.float32 and rows >= SUBSET_MIN_ROWS
+def subset_rows_exact(device: torch.device, dtype: torch.dtype, rows: int, weight_shape: tuple[int, int]) -> bool:
+    """Whether projecting `rows` rows (or some output columns) alone through a weight of
+    `weight_shape` [out, in] reproduces the full product's bits."""
+    if device.type != "cpu" or dtype != torch.float32 or rows < SUBSET_MIN_ROWS:
+        return False
+    return _subset_products_agree(int(weight_shape[0]), int(weight_shape[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _subset_products_agree(out_features: int, in_features: int) -> bool:
+    """A machine fact, computed once per shape: on random float32 data of this shape, do row spans of
+    SUBSET_MIN_ROWS and more, and a subset of the weight's rows, give the full product's bits?"""
+    g = torch.Generator().manual_seed(0)
+    total = 4 * SUBSET_MIN_ROWS + 45
+    x = torch.randn(total, in_features, generator=g)
+    weight = torch.randn(out_features, in_features, generator=g) * in_features**-0.5
+    with torch.inference_mode():
+        full = torch.mm(x, weight.t())
+        for rows in (SUBSET_MIN_ROWS, SUBSET_MIN_ROWS + 7, 2 * SUBSET_MIN_ROWS + 3):
+            for start in (0, 5, total - rows):
+                if not torch.equal(torch.mm(x[start : start + rows], weight.t()), full[start : start + rows]):
+                    return False
+        half = out_features // 2
+        return torch.equal(torch.mm(x, weight[half:].t()), full[:, half:]) and torch.equal(
+            torch.mm(x[3 : 3 + SUBSET_MIN_ROWS], weight[:half].t()), full[3 : 3 + SUBSET_MIN_ROWS, :half]
+        )
 
 
 class KVSlot(Protocol):
@@ -204,7 +230,7 @@ class DecoderLayer(nn.Module):
             return None
         weight, bias = self._stacked("qkv", (self.q_proj, self.k_proj, self.v_proj))
         kept = normed[:, keep]
-        if bias is not None or not subset_rows_exact(normed.device, normed.dtype, kept.shape[1]):
+        if bias is not None or not subset_rows_exact(normed.device, normed.dtype, kept.shape[1], weight.shape):
             return None
         b, r, _ = normed.shape
         h, hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
