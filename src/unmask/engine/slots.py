@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 # A forward's fixed cost in rows computed: on a CPU a forward of the bundled model costs about as much as
 # 56 more rows of it; sequences refreshing every row share a forward while their padding costs less.
 PAD_ROWS = 56
+# The most rows a forward refreshing every row computes (unless one canvas alone is longer): past about
+# 8 canvases of ~140 rows the bundled model's forward on a CPU costs more per row, not less.
+MAX_ROWS = 1280
 
 
 def _fit(x: Tensor, length: int, dim: int, fill) -> Tensor:
@@ -146,17 +149,20 @@ class SlotBatch:
         if not self.loops:
             return done
         plans = [loop.policy.plan(loop.state, ctx) for loop, ctx in zip(self.loops, contexts)]
-        outputs = self._forward(plans)
-        for loop, ctx, plan, out in zip(self.loops, contexts, plans, outputs):
-            loop.finish_step(ctx, plan, out)
+        outputs, scored = self._forward(plans)
+        for loop, ctx, plan, out, own in zip(self.loops, contexts, plans, outputs, scored):
+            loop.finish_step(ctx, plan, out, own)
         # Finished loops leave now (nothing to copy: their homes go when no loop views them).
         self._gone = [loop for loop in self.loops if not bool(loop.active.any())]
         return done + self._gone
 
     # -- the forward --------------------------------------------------------------------------------
-    def _forward(self, plans: list) -> list[StepOutput]:
-        """Each group of plans (`_groups`) as one forward on its home; a loop alone runs its policy's forward."""
+    def _forward(self, plans: list) -> tuple[list[StepOutput], list[tuple[Tensor, Tensor] | None]]:
+        """Each group of plans (`_groups`) as one forward on its home; a loop alone runs its policy's forward.
+        Returns each loop's output and, where its group's loops score logits alike (`scoring_key`), its
+        candidates and confidences, scored for the group at once."""
         outputs: list[StepOutput | None] = [None] * len(plans)
+        scored: list[tuple[Tensor, Tensor] | None] = [None] * len(plans)
         for slots in self._groups(plans):
             members = [plans[k] for k in slots]
             loops = [self.loops[k] for k in slots]
@@ -165,9 +171,15 @@ class SlotBatch:
                 outputs[slots[0]] = loops[0].policy.forward(loops[0].state, members[0])
                 continue
             out = run_plan(self.module, home.state, self._merge(members, loops, home.offsets))
+            key = loops[0].scoring_key()
+            together = key is not None and all(loop.scoring_key() == key for loop in loops[1:])
+            x0, conf = loops[0].score(out.logits) if together else (None, None)
             for row, (k, plan) in enumerate(zip(slots, members)):
-                outputs[k] = StepOutput(out.logits[row : row + 1, : plan.logit_positions.size], out.layer_rows, out.refreshed_layers)
-        return outputs
+                n = plan.logit_positions.size
+                outputs[k] = StepOutput(out.logits[row : row + 1, :n], out.layer_rows, out.refreshed_layers)
+                if together:
+                    scored[k] = (x0[row : row + 1, :n], conf[row : row + 1, :n])
+        return outputs, scored
 
     def _groups(self, plans: list) -> list[list[int]]:
         """Slots whose plans share a forward: a merged plan computes every sequence's rows padded to the
@@ -187,7 +199,8 @@ class SlotBatch:
     def _by_length(self, slots: list[int]) -> list[list[int]]:
         """Split a group into forwards at the least cost: a forward costs `PAD_ROWS` rows plus the rows
         it computes, and a sequence refreshing every row computes as many as the longest canvas of its
-        forward (one computing a few rows computes the widest plan's, padded keys are not counted)."""
+        forward, at most `MAX_ROWS` in all (one computing a few rows computes the widest plan's, padded
+        keys are not counted)."""
         order = sorted(slots, key=lambda k: -self.loops[k].length)
         if not all(self._full[k] for k in order):
             return [sorted(order)]
@@ -196,6 +209,8 @@ class SlotBatch:
         best, cut = [0] + [None] * len(order), [0] * (len(order) + 1)
         for j in range(1, len(order) + 1):
             for i in range(j):
+                if j - i > 1 and (j - i) * lengths[i] > MAX_ROWS:
+                    continue
                 cost = best[i] + PAD_ROWS + (j - i) * lengths[i]
                 if best[j] is None or cost < best[j]:
                     best[j], cut[j] = cost, i
