@@ -170,13 +170,16 @@ class SlotBatch:
             if len(slots) == 1:
                 outputs[slots[0]] = loops[0].policy.forward(loops[0].state, members[0])
                 continue
-            out = run_plan(self.module, home.state, self._merge(members, loops, home.offsets))
+            merged = self._merge(members, loops, home.offsets)
+            out = run_plan(self.module, home.state, merged)
             key = loops[0].scoring_key()
             together = key is not None and all(loop.scoring_key() == key for loop in loops[1:])
             x0, conf = loops[0].score(out.logits) if together else (None, None)
             for row, (k, plan) in enumerate(zip(slots, members)):
                 n = plan.logit_positions.size
-                outputs[k] = StepOutput(out.logits[row : row + 1, :n], out.layer_rows, out.refreshed_layers)
+                # its own rows, as it counts them alone: all of them at a layer that refreshed every row
+                own_rows = [loops[row].length if r > merged.rows.size or self._full[k] else plan.rows.size for r in out.layer_rows]
+                outputs[k] = StepOutput(out.logits[row : row + 1, :n], own_rows, out.refreshed_layers)
                 if together:
                     scored[k] = (x0[row : row + 1, :n], conf[row : row + 1, :n])
         return outputs, scored
@@ -221,12 +224,17 @@ class SlotBatch:
         return buckets[::-1]
 
     def _home(self, loops: list[DenoisingLoop], fresh: bool) -> _Home:
-        """The stack `loops` run on: their home when it holds exactly them, else a new one they move to.
+        """The stack `loops` run on: their home when it holds exactly them, a slice of it when they are a run
+        of its slots (the others left or run elsewhere this step), else a new one they move to.
         `fresh`: the forward rewrites every row of the stores, so they are allocated, not copied."""
         home = self._homes[id(loops[0])]
-        if home.loops == loops:
-            return home
         length = max(loop.length for loop in loops)
+        if all(self._homes[id(loop)] is home for loop in loops[1:]):  # (a loop that moved on left a stale slot)
+            if home.loops == loops:
+                return home
+            first = home.loops.index(loops[0])
+            if home.loops[first : first + len(loops)] == loops and home.state.length - length <= PAD_ROWS * (not fresh):
+                return _Home(loops, _narrowed(home.state, first, len(loops)))
         owners = [loop.state for loop in loops]
 
         def stack(of, dim: int, fill, written: bool = False) -> Tensor:
@@ -304,6 +312,18 @@ class SlotBatch:
             return torch.cat(switches) if any_switch else None
 
         return hook
+
+
+def _narrowed(state: CanvasState, start: int, n: int) -> CanvasState:
+    """Sequences [start, start + n) of a stacked state, as views (no copy)."""
+    cut = lambda x: None if x is None else x.narrow(0, start, n)  # noqa: E731
+    kv = [LayerKV.of(cut(layer.k), cut(layer.v), cut(layer.q)) for layer in state.store.kv]
+    inputs = None if state.store.inputs is None else [cut(x) for x in state.store.inputs]
+    sub = CanvasState(canvas=cut(state.canvas), valid=cut(state.valid), store=CanvasStore.of(kv, inputs),
+                      cos=cut(state.cos), sin=cut(state.sin), embeds=cut(state.embeds),
+                      from_embeds=cut(state.from_embeds), embeds_end=state.embeds_end)
+    sub.refresh_key_mask()
+    return sub
 
 
 def _store_kind(loop: DenoisingLoop) -> tuple[bool, bool]:
