@@ -12,10 +12,11 @@ A group's forward runs on a `_Home`: its members' canvases and stores side by si
 in one [B, T] stack (a shorter canvas is left-padded with invalid positions, which are never
 attention keys); after that every member's canvas and stores are views of the stack, so what a loop
 commits lands there and what its policy reads is its own slice. A group that is exactly the members
-of a home reuses it with no copy; otherwise a new stack is built, where a group refreshing every row
-copies no store at all (the forward rewrites it), and the others copy each member's stores once.
-Joining and leaving therefore copy nothing by themselves, and each loop's home holds only loops of
-its last forward, so memory stays that of the running requests.
+of a home, or a run of its slots (the others left or run elsewhere this step), runs on it or a slice
+of it with no copy; otherwise a new stack is built, where a group refreshing every row copies no
+store at all (the forward rewrites it), and the others copy each member's stores once. Joining and
+leaving therefore copy nothing by themselves; a home outlives its members' leaving only while some
+member still lives in it, so memory stays within that of requests admitted together.
 
 Nothing a loop computes depends on its companions, so greedy tokens equal the request alone (the
 engine is batch-invariant). A policy whose plan is not a `StepPlan` (dLLM-Cache: its own forward)
