@@ -40,12 +40,14 @@ if TYPE_CHECKING:
     from .loop import DenoisingLoop
 
 
-# A forward's fixed cost in rows computed: on a CPU a forward of the bundled model costs about as much as
-# 56 more rows of it; sequences refreshing every row share a forward while their padding costs less.
-PAD_ROWS = 56
-# The most rows a forward refreshing every row computes (unless one canvas alone is longer): past about
-# 8 canvases of ~140 rows the bundled model's forward on a CPU costs more per row, not less.
-MAX_ROWS = 1280
+# What a forward costs, in rows computed: (its fixed cost, the most rows worth one forward). Sequences
+# refreshing every row share a forward while their padding costs less than a forward of its own. On a
+# CPU (measured, bundled model, 1 thread) a forward's fixed cost is about that of 56 more rows, and past
+# about 1280 rows (8 canvases of ~140) a forward costs more per row, not less. On an accelerator a
+# forward's fixed cost (kernel launches) is far larger and more rows cost little: padding is allowed
+# freely and nothing caps a forward (not measured here: no GPU was lent to these runs).
+CPU_COSTS = (56, 1280)
+ACCELERATOR_COSTS = (512, None)
 
 
 def _fit(x: Tensor, length: int, dim: int, fill) -> Tensor:
@@ -104,6 +106,8 @@ class SlotBatch:
         self._joining: list[DenoisingLoop] = []
         self._gone: list[DenoisingLoop] = []  # finished at the last step; they are dropped at the next one
         self._homes: dict[int, _Home] = {}  # by id of the loop
+        device = next(module.parameters()).device
+        self.pad_rows, self.max_rows = CPU_COSTS if device.type == "cpu" else ACCELERATOR_COSTS
 
     def __len__(self) -> int:
         return len(self.members)
@@ -201,9 +205,9 @@ class SlotBatch:
         return [bucket for group in groups.values() for bucket in self._by_length(group)]
 
     def _by_length(self, slots: list[int]) -> list[list[int]]:
-        """Split a group into forwards at the least cost: a forward costs `PAD_ROWS` rows plus the rows
+        """Split a group into forwards at the least cost: a forward costs `pad_rows` rows plus the rows
         it computes, and a sequence refreshing every row computes as many as the longest canvas of its
-        forward, at most `MAX_ROWS` in all (one computing a few rows computes the widest plan's, padded
+        forward, at most `max_rows` in all (one computing a few rows computes the widest plan's, padded
         keys are not counted)."""
         order = sorted(slots, key=lambda k: -self.loops[k].length)
         if not all(self._full[k] for k in order):
@@ -213,9 +217,9 @@ class SlotBatch:
         best, cut = [0] + [None] * len(order), [0] * (len(order) + 1)
         for j in range(1, len(order) + 1):
             for i in range(j):
-                if j - i > 1 and (j - i) * lengths[i] > MAX_ROWS:
+                if self.max_rows is not None and j - i > 1 and (j - i) * lengths[i] > self.max_rows:
                     continue
-                cost = best[i] + PAD_ROWS + (j - i) * lengths[i]
+                cost = best[i] + self.pad_rows + (j - i) * lengths[i]
                 if best[j] is None or cost < best[j]:
                     best[j], cut[j] = cost, i
         buckets, j = [], len(order)
@@ -234,7 +238,7 @@ class SlotBatch:
             if home.loops == loops:
                 return home
             first = home.loops.index(loops[0])
-            if home.loops[first : first + len(loops)] == loops and home.state.length - length <= PAD_ROWS * (not fresh):
+            if home.loops[first : first + len(loops)] == loops and home.state.length - length <= self.pad_rows * (not fresh):
                 return _Home(loops, _narrowed(home.state, first, len(loops)))
         owners = [loop.state for loop in loops]
 
