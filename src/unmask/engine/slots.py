@@ -50,18 +50,6 @@ CPU_COSTS = (56, 1280)
 ACCELERATOR_COSTS = (512, None)
 
 
-def _fit(x: Tensor, length: int, dim: int, fill) -> Tensor:
-    """x resized to `length` along `dim` at its start: left-padded with `fill`, or its leading part dropped."""
-    n = x.shape[dim]
-    if n == length:
-        return x
-    if n > length:
-        return x.narrow(dim, n - length, length)
-    shape = list(x.shape)
-    shape[dim] = length - n
-    return torch.cat([x.new_full(shape, fill), x], dim)
-
-
 def _merge_rows(sets: list[Rows], offsets: list[int]) -> Rows:
     """One Rows [B, R] from each loop's [1, R_k] (shifted by its offset; shorter lists repeat their last row)."""
     spans = {None if r.span is None else (r.span[0] + o, r.span[1] + o) for r, o in zip(sets, offsets)}
@@ -242,12 +230,22 @@ class SlotBatch:
                 return _Home(loops, _narrowed(home.state, first, len(loops)))
         owners = [loop.state for loop in loops]
 
+        offsets = [length - loop.length for loop in loops]
+
         def stack(of, dim: int, fill, written: bool = False) -> Tensor:
+            """Each owner's tensor right-aligned in one new tensor (one copy each; the padding filled)."""
+            first = of(owners[0])
+            shape = list(first.shape)
+            shape[0], shape[dim] = len(owners), length
+            out = first.new_empty(shape)
             if fresh and written:
-                shape = list(of(owners[0]).shape)
-                shape[0], shape[dim] = len(owners), length
-                return of(owners[0]).new_empty(shape)
-            return torch.cat([_fit(of(own), length, dim, fill) for own in owners])
+                return out
+            for slot, (own, off) in enumerate(zip(owners, offsets)):
+                row = out[slot : slot + 1]
+                row.narrow(dim, off, length - off).copy_(of(own))
+                if off:
+                    row.narrow(dim, 0, off).fill_(fill)
+            return out
 
         pad = loops[0].special.pad
         kv = []
