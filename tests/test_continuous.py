@@ -130,6 +130,44 @@ def test_dream_joins_and_leaves_equal_alone(dream, cache):
     assert [0, 1, 2] in members and _left_early(members)
 
 
+def test_running_requests_stores_stay_put_when_others_join_and_leave(bundled):
+    """A and B decode in one forward; C joins (its forwards are full ones, never merged with A's cached
+    steps) and leaves, and B leaves: A's stores are never copied or moved (its forwards run on the stack
+    it shared with B, on its own slot once B is gone), and every request gets its tokens alone."""
+    ids = encode_prompts(bundled, _questions(3), chat=True)
+    specs = [("prefix", {"gen_length": 48, "block_length": 16}),  # a new block (a full refresh) every 16 steps
+             ("prefix", {"gen_length": 16, "block_length": 16, "steps": 8}),  # done after 8 steps
+             (None, {"gen_length": 8, "block_length": 8})]  # no cache: a full forward every step
+    batch, loops, storage, members = SlotBatch(bundled.module), [], [], []
+    with torch.inference_mode():
+        for step in range(48):
+            if step in (0, 3):
+                for i in ([0, 1] if step == 0 else [2]):
+                    cache, options = specs[i]
+                    loops.append(make_loop(bundled, input_ids=[ids[i]], cache=cache, **options))
+                    batch.add(loops[-1])
+            members.append(sum(1 << loops.index(loop) for loop in batch.members))
+            batch.step()
+            storage.append(loops[0].state.store.kv[0].k.untyped_storage().data_ptr())
+    assert members[3] == 0b111 and members[4] == 0b111 and members[15] == 0b001  # C joined, B and C left
+    moved = [step for step in range(1, 48) if storage[step] != storage[step - 1]]
+    assert moved == [], moved
+    for loop, (cache, options), prompt in zip(loops, specs, ids):
+        assert result_of(loop, [prompt]).token_ids[0] == unmask.generate(bundled, input_ids=[prompt], cache=cache, **options).token_ids[0]
+
+
+def test_a_batch_of_prompts_takes_each_prompts_own_steps(bundled):
+    """generate on several prompts: each prompt takes the forwards it takes alone (no waiting for the
+    slowest in a block, no computing once done), with its tokens alone."""
+    ids = encode_prompts(bundled, _questions(4), chat=True)
+    options = {"cache": {"name": "prefix", "use_dual": True}, "gen_length": 64, "threshold": 0.9}
+    together = unmask.generate(bundled, input_ids=ids, **options)
+    alone = [unmask.generate(bundled, input_ids=[p], **options) for p in ids]
+    assert together.token_ids == [r.token_ids[0] for r in alone]
+    assert together.nfe == [r.nfe[0] for r in alone]
+    assert len(set(together.nfe)) > 1  # the prompts do take different numbers of steps
+
+
 def _left_early(members: list[list[int]]) -> bool:
     """Some request left while two others went on decoding."""
     return any(len(b) >= 2 and set(b) < set(a) for a, b in zip(members, members[1:]))

@@ -12,6 +12,7 @@ from torch import Tensor
 from .caches.registry import resolve_cache
 from .decoding.stops import first_stop
 from .engine.loop import DenoisingLoop, StepTrace
+from .engine.slots import SlotBatch
 from .image_inputs import check_images, encode_text_prompts, image_lists, splice_prompts
 from .models.model import LoadedModel
 from .options import GenerationOptions
@@ -122,11 +123,42 @@ def generate(
     """
     with torch.inference_mode():
         loop = make_loop(model, prompts=prompts, input_ids=input_ids, images=images, cache=cache, trace=trace, **options)
+        if loop.state.batch > 1 and not trace and images is None and loop.scoring_key() is not None:
+            return _generate_as_slots(model, loop.prompt_ids, cache, options, on_step, cancelled)
         if on_step is not None:
             loop.prefix_hook = _PrefixReporter(on_step, loop.state.batch)
         loop.cancelled = cancelled
         loop.run()
         return result_of(loop, loop.prompt_ids)
+
+
+def _generate_as_slots(model: LoadedModel, prompt_ids: list[list[int]], cache, options: dict[str, Any],
+                       on_step, cancelled) -> GenerationResult:
+    """Several greedy prompts as one loop each, stepped together (`engine.slots`): a prompt takes only its
+    own steps (in one batched loop every prompt computes until the slowest finishes each block) and
+    stops computing once done, and the tokens are the ones each gets alone, as in the batched loop."""
+    loops = [make_loop(model, input_ids=[ids], cache=cache, **options) for ids in prompt_ids]
+    batch = SlotBatch(model.module)
+    for i, loop in enumerate(loops):
+        if on_step is not None:
+            loop.prefix_hook = _PrefixReporter(lambda _, prefix, i=i: on_step(i, prefix), 1)
+        if cancelled is not None:
+            loop.cancelled = lambda _, i=i: cancelled(i)
+        batch.add(loop)
+    while len(batch):
+        batch.step()
+    results = [result_of(loop, loop.prompt_ids) for loop in loops]
+    layer_steps = sum(loop.layer_steps for loop in loops)
+    return GenerationResult(
+        token_ids=[r.token_ids[0] for r in results],
+        texts=[r.texts[0] for r in results],
+        nfe=[r.nfe[0] for r in results],
+        seconds=[r.seconds[0] for r in results],
+        answer_tokens=[r.answer_tokens[0] for r in results],
+        prompt_ids=prompt_ids,
+        refresh_fraction=sum(loop.refreshed_steps for loop in loops) / max(1, layer_steps),
+        row_fraction=sum(loop.rows_computed for loop in loops) / max(1, sum(loop.layer_steps * loop.length for loop in loops)),
+    )
 
 
 def make_loop(

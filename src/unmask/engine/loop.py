@@ -97,6 +97,24 @@ class DenoisingLoop:
         logits = out.logits
         if self.opts.cfg_scale > 0:
             logits = self._guided(logits, plan)
+        return self._ruled(logits)
+
+    def scoring_key(self) -> tuple | None:
+        """What turns this loop's logits into candidates, where that is the same function for every loop
+        with an equal key (`engine.slots` then scores a group's logits in one go); None where it is not
+        (guidance runs a forward of its own; random draws use the loop's own generator)."""
+        o = self.opts
+        if o.cfg_scale > 0 or o.temperature > 0 or o.alg in ("random", "origin"):
+            return None
+        return (o.alg, self.confidence_dtype, self.hidden_stop_ids, o.top_p, o.top_k, o.confidence_eos_eot_inf,
+                self.policy.suppress_mask_logit, o.logits_eos_inf, tuple(self.suppressed))
+
+    def score(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Candidates and confidences of forward logits (no guidance): `_ruled` in place, then `_candidate_tokens`."""
+        return self._candidate_tokens(self._ruled(logits))
+
+    def _ruled(self, logits: Tensor) -> Tensor:
+        """The EOS/mask/suppression rules on logits, in place."""
         if self.policy.suppress_mask_logit:
             logits[..., self.special.mask] = float("-inf")  # committing [MASK] would leave a mask in the answer
         if self.opts.logits_eos_inf:
@@ -190,10 +208,13 @@ class DenoisingLoop:
             if not bool(self.active.any()):
                 return None
 
-    def finish_step(self, ctx: StepContext, plan: StepPlan, out: StepOutput) -> None:
-        """Everything after the forward: score, commit, policy events, finished sequences, streaming."""
+    def finish_step(self, ctx: StepContext, plan: StepPlan, out: StepOutput,
+                    scored: tuple[Tensor, Tensor] | None = None) -> None:
+        """Everything after the forward: score, commit, policy events, finished sequences, streaming.
+        `scored`: the logits' candidates and confidences as `score` gives them, already computed (their
+        rules applied to `out.logits` in place), by a batch that scored several loops' logits at once."""
         st = self.state
-        committed, conf = self._step_from(ctx, plan, out)
+        committed, conf = self._step_from(ctx, plan, out, scored)
         self.policy.on_step_end(st, ctx, committed, conf)
         self._finish_sequences(committed)
         if self.prefix_hook is not None:
@@ -222,15 +243,16 @@ class DenoisingLoop:
             masked &= torch.arange(self.length, device=masked.device) < first.unsqueeze(1)
         return masked
 
-    def _step_from(self, ctx: StepContext, plan: StepPlan, out: StepOutput) -> tuple[Tensor, Tensor]:
+    def _step_from(self, ctx: StepContext, plan: StepPlan, out: StepOutput,
+                   scored: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """One denoising step from its forward's output; returns the positions it committed and its
         confidences (-inf where unknown)."""
         st = self.state
-        logits = self._logits(plan, out)
+        logits = self._logits(plan, out) if scored is None else None
         self._count_forward()
         self._account(out)
         self.policy.after_forward(st, ctx, plan, out)
-        x0, conf = self._candidate_tokens(logits)
+        x0, conf = self._candidate_tokens(logits) if scored is None else scored
         pos = plan.logit_positions.index
         dense_conf = torch.full((st.batch, st.length), float("-inf"), dtype=torch.float64, device=conf.device)
         dense_x0 = st.canvas.clone()

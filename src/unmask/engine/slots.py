@@ -1,18 +1,26 @@
-"""Continuous batching: several requests' denoising loops share one batch canvas, one forward per step.
+"""Continuous batching: several requests' denoising loops step together, one forward per group of them.
 
 Each request keeps its own `DenoisingLoop` (its options, commit rule, cache policy and the policy's
-per-sequence state, all in its own coordinates). A `SlotBatch` lays their canvases and stores side
-by side, right-aligned in one [B, T] batch (a shorter canvas is left-padded with invalid positions,
-which are never attention keys), and after that every loop's canvas and stores are views of the
-batch: what a loop commits lands in the batch, and what its policy reads is its own slice.
-
-Each step, every loop plans in its own coordinates; the plans, shifted to the batch's columns and
-padded by repetition (the rule of `Rows`), become one plan that `run_plan` executes for all, and
+per-sequence state, all in its own coordinates). Each step, every loop plans in its own coordinates;
+loops whose plans can share a forward (`_groups`: all refreshing every row, or all computing a few,
+with padding cheaper than a forward of their own) run as one: their plans, shifted to the group's
+columns and padded by repetition (the rule of `Rows`), become one plan that `run_plan` executes, and
 each loop takes its own rows of the logits (and of the attention probabilities its layer hook asks
-for). Loops join and leave between steps; the batch is then rebuilt with one copy of each store.
+for).
+
+A group's forward runs on a `_Home`: its members' canvases and stores side by side, right-aligned
+in one [B, T] stack (a shorter canvas is left-padded with invalid positions, which are never
+attention keys); after that every member's canvas and stores are views of the stack, so what a loop
+commits lands there and what its policy reads is its own slice. A group that is exactly the members
+of a home, or a run of its slots (the others left or run elsewhere this step), runs on it or a slice
+of it with no copy; otherwise a new stack is built, where a group refreshing every row copies no
+store at all (the forward rewrites it), and the others copy each member's stores once. Joining and
+leaving therefore copy nothing by themselves; a home outlives its members' leaving only while some
+member still lives in it, so memory stays within that of requests admitted together.
+
 Nothing a loop computes depends on its companions, so greedy tokens equal the request alone (the
 engine is batch-invariant). A policy whose plan is not a `StepPlan` (dLLM-Cache: its own forward)
-runs its forward per loop, on the same views.
+runs its forward per loop, on its own home.
 """
 
 from __future__ import annotations
@@ -32,20 +40,14 @@ if TYPE_CHECKING:
     from .loop import DenoisingLoop
 
 
-# A forward's sequences keep at least this share of its canvas length as their own (the rest is padding).
-FILL = 0.8
-
-
-def _fit(x: Tensor, length: int, dim: int, fill) -> Tensor:
-    """x resized to `length` along `dim` at its start: left-padded with `fill`, or its leading part dropped."""
-    n = x.shape[dim]
-    if n == length:
-        return x
-    if n > length:
-        return x.narrow(dim, n - length, length)
-    shape = list(x.shape)
-    shape[dim] = length - n
-    return torch.cat([x.new_full(shape, fill), x], dim)
+# What a forward costs, in rows computed: (its fixed cost, the most rows worth one forward). Sequences
+# refreshing every row share a forward while their padding costs less than a forward of its own. On a
+# CPU (measured, bundled model, 1 thread) a forward's fixed cost is about that of 56 more rows, and past
+# about 1280 rows (8 canvases of ~140) a forward costs more per row, not less. On an accelerator a
+# forward's fixed cost (kernel launches) is far larger and more rows cost little: padding is allowed
+# freely and nothing caps a forward (not measured here: no GPU was lent to these runs).
+CPU_COSTS = (56, 1280)
+ACCELERATOR_COSTS = (512, None)
 
 
 def _merge_rows(sets: list[Rows], offsets: list[int]) -> Rows:
@@ -70,20 +72,30 @@ def _merge_positions(positions: list[Tensor], offsets: list[int]) -> Tensor:
     return torch.cat([torch.cat([p, p[:, -1:].expand(-1, width - p.shape[1])], 1) for p in parts])
 
 
+class _Home:
+    """The stacked tensors one group's forward runs on; `loops` (in slot order) view their own rows of it."""
+
+    def __init__(self, loops: list[DenoisingLoop], state: CanvasState):
+        self.loops, self.state = loops, state
+        self.offsets = [state.length - loop.length for loop in loops]
+
+
 class SlotBatch:
     """Single-sequence loops that step together; `step()` advances every loop by one denoising step.
 
     All loops must keep the same kinds of stores (layer inputs, queries): the server groups requests
-    by cache method (each loop's cache settings and decoding options are its own). `tokens` (loops x the batch's canvas length) is the memory the batch holds.
+    by cache method (each loop's cache settings and decoding options are its own). `tokens` (loops x
+    the longest canvas) is the memory the batch accounts for.
     """
 
     def __init__(self, module):
         self.module = module
         self.loops: list[DenoisingLoop] = []
         self._joining: list[DenoisingLoop] = []
-        self._gone: list[DenoisingLoop] = []  # finished at the last step; their slots go at the next relayout
-        self.state: CanvasState | None = None
-        self.offsets: list[int] = []
+        self._gone: list[DenoisingLoop] = []  # finished at the last step; they are dropped at the next one
+        self._homes: dict[int, _Home] = {}  # by id of the loop
+        device = next(module.parameters()).device
+        self.pad_rows, self.max_rows = CPU_COSTS if device.type == "cpu" else ACCELERATOR_COSTS
 
     def __len__(self) -> int:
         return len(self.members)
@@ -105,8 +117,13 @@ class SlotBatch:
         """Join at the next step (a single-sequence loop, not yet run)."""
         if loop.state.batch != 1:
             raise ValueError(f"a slot holds one sequence; this loop has {loop.state.batch}")
+        if self.loops or self._joining:
+            first = (self.loops + self._joining)[0]
+            if _store_kind(first) != _store_kind(loop):
+                raise ValueError("loops keeping different stores (layer inputs, queries) cannot share a batch")
         loop.begin()
         self._joining.append(loop)
+        self._homes[id(loop)] = _Home([loop], loop.state)  # its own state until it shares a forward
 
     def step(self) -> list[DenoisingLoop]:
         """One denoising step of every loop; returns the loops that finished (they have left the batch)."""
@@ -119,102 +136,144 @@ class SlotBatch:
             else:
                 staying.append(loop)
                 contexts.append(ctx)
-        if staying != self.loops:
-            self._relayout(staying)
-        self._joining, self._gone = [], []
+        for loop in self._gone + done:
+            self._homes.pop(id(loop), None)
+        self.loops, self._joining, self._gone = staying, [], []
         if not self.loops:
             return done
         plans = [loop.policy.plan(loop.state, ctx) for loop, ctx in zip(self.loops, contexts)]
-        outputs = self._forward(plans)
-        for loop, ctx, plan, out in zip(self.loops, contexts, plans, outputs):
-            loop.finish_step(ctx, plan, out)
-        # Finished loops leave now; their slots are compacted away with the next step's joins (one copy).
+        outputs, scored = self._forward(plans)
+        for loop, ctx, plan, out, own in zip(self.loops, contexts, plans, outputs, scored):
+            loop.finish_step(ctx, plan, out, own)
+        # Finished loops leave now (nothing to copy: their homes go when no loop views them).
         self._gone = [loop for loop in self.loops if not bool(loop.active.any())]
         return done + self._gone
 
     # -- the forward --------------------------------------------------------------------------------
-    def _forward(self, plans: list) -> list[StepOutput]:
-        """Each group of plans (`_groups`) as one forward; a loop alone in its group runs on its views."""
-        if not all(isinstance(p, StepPlan) for p in plans):
-            return [loop.policy.forward(loop.state, plan) for loop, plan in zip(self.loops, plans)]
+    def _forward(self, plans: list) -> tuple[list[StepOutput], list[tuple[Tensor, Tensor] | None]]:
+        """Each group of plans (`_groups`) as one forward on its home; a loop alone runs its policy's forward.
+        Returns each loop's output and, where its group's loops score logits alike (`scoring_key`), its
+        candidates and confidences, scored for the group at once."""
         outputs: list[StepOutput | None] = [None] * len(plans)
+        scored: list[tuple[Tensor, Tensor] | None] = [None] * len(plans)
         for slots in self._groups(plans):
-            if len(slots) == 1:
-                loop = self.loops[slots[0]]
-                outputs[slots[0]] = loop.policy.forward(loop.state, plans[slots[0]])
-                continue
             members = [plans[k] for k in slots]
-            whole = all(p.rows.span == (0, self.loops[k].length) for k, p in zip(slots, members))
-            state, offsets, write_back = self._substate(slots, fresh=whole)
-            out = run_plan(self.module, state, self._merge(members, [self.loops[k] for k in slots], offsets))
-            write_back()
+            loops = [self.loops[k] for k in slots]
+            home = self._home(loops, fresh=all(self._full[k] for k in slots))
+            if len(slots) == 1:
+                outputs[slots[0]] = loops[0].policy.forward(loops[0].state, members[0])
+                continue
+            merged = self._merge(members, loops, home.offsets)
+            out = run_plan(self.module, home.state, merged)
+            key = loops[0].scoring_key()
+            together = key is not None and all(loop.scoring_key() == key for loop in loops[1:])
+            x0, conf = loops[0].score(out.logits) if together else (None, None)
             for row, (k, plan) in enumerate(zip(slots, members)):
-                outputs[k] = StepOutput(out.logits[row : row + 1, : plan.logit_positions.size], out.layer_rows, out.refreshed_layers)
-        return outputs
+                n = plan.logit_positions.size
+                # its own rows, as it counts them alone: all of them at a layer that refreshed every row
+                own_rows = [loops[row].length if r > merged.rows.size or self._full[k] else plan.rows.size for r in out.layer_rows]
+                outputs[k] = StepOutput(out.logits[row : row + 1, :n], own_rows, out.refreshed_layers)
+                if together:
+                    scored[k] = (x0[row : row + 1, :n], conf[row : row + 1, :n])
+        return outputs, scored
 
-    def _groups(self, plans: list[StepPlan]) -> list[list[int]]:
+    def _groups(self, plans: list) -> list[list[int]]:
         """Slots whose plans share a forward: a merged plan computes every sequence's rows padded to the
         widest, so sequences refreshing all their rows and those computing a few go separately; so do
-        plans whose layer hooks refresh differently (`refresh_next`, `refresh_from`)."""
+        plans whose layer hooks refresh differently (`refresh_next`, `refresh_from`). A plan that is not
+        a `StepPlan` runs alone."""
+        self._full = [isinstance(p, StepPlan) and p.rows.span == (0, loop.length) for p, loop in zip(plans, self.loops)]
         groups: dict[tuple, list[int]] = {}
-        for k, (p, loop) in enumerate(zip(plans, self.loops)):
-            key = (p.rows.span == (0, loop.length), p.layer_hook is not None and p.refresh_next, p.refresh_from)
+        for k, p in enumerate(plans):
+            if not isinstance(p, StepPlan):
+                groups[("alone", k)] = [k]
+                continue
+            key = (self._full[k], p.layer_hook is not None and p.refresh_next, p.refresh_from)
             groups.setdefault(key, []).append(k)
         return [bucket for group in groups.values() for bucket in self._by_length(group)]
 
     def _by_length(self, slots: list[int]) -> list[list[int]]:
-        """Split a group so that no canvas is padded by more than 1 - FILL of its bucket's length: a
-        sequence's rows and keys are padded to the longest canvas of its forward."""
+        """Split a group into forwards at the least cost: a forward costs `pad_rows` rows plus the rows
+        it computes, and a sequence refreshing every row computes as many as the longest canvas of its
+        forward, at most `max_rows` in all (one computing a few rows computes the widest plan's, padded
+        keys are not counted)."""
         order = sorted(slots, key=lambda k: -self.loops[k].length)
-        buckets: list[list[int]] = []
-        for k in order:
-            if buckets and self.loops[k].length >= FILL * self.loops[buckets[-1][0]].length:
-                buckets[-1].append(k)
-            else:
-                buckets.append([k])
-        return [sorted(bucket) for bucket in buckets]
+        if not all(self._full[k] for k in order):
+            return [sorted(order)]
+        lengths = [self.loops[k].length for k in order]
+        # best[j]: the least cost of the first j (longest) sequences; cut[j]: where its last forward starts
+        best, cut = [0] + [None] * len(order), [0] * (len(order) + 1)
+        for j in range(1, len(order) + 1):
+            for i in range(j):
+                if self.max_rows is not None and j - i > 1 and (j - i) * lengths[i] > self.max_rows:
+                    continue
+                cost = best[i] + self.pad_rows + (j - i) * lengths[i]
+                if best[j] is None or cost < best[j]:
+                    best[j], cut[j] = cost, i
+        buckets, j = [], len(order)
+        while j:
+            buckets.append(sorted(order[cut[j] : j]))
+            j = cut[j]
+        return buckets[::-1]
 
-    def _substate(self, slots: list[int], fresh: bool = False):
-        """The batch restricted to `slots` and to their widest canvas: the batch itself when that is all of it,
-        else a gathered copy; returns it, the slots' offsets in it and the function that writes it back.
-        `fresh`: the forward rewrites every row of the stores, so they are not gathered, only written back."""
-        st, length = self.state, max(self.loops[k].length for k in slots)
-        offsets = [length - self.loops[k].length for k in slots]
-        if len(slots) == len(self.loops) and length == st.length:
-            return st, offsets, lambda: None
-        index = torch.tensor(slots, dtype=torch.long, device=st.canvas.device)
-        cut = st.length - length
-        pairs: list[tuple[Tensor, Tensor, int]] = []  # (batch tensor, gathered copy, its position dim)
+    def _home(self, loops: list[DenoisingLoop], fresh: bool) -> _Home:
+        """The stack `loops` run on: their home when it holds exactly them, a slice of it when they are a run
+        of its slots (the others left or run elsewhere this step), else a new one they move to.
+        `fresh`: the forward rewrites every row of the stores, so they are allocated, not copied."""
+        home = self._homes[id(loops[0])]
+        length = max(loop.length for loop in loops)
+        if all(self._homes[id(loop)] is home for loop in loops[1:]):  # (a loop that moved on left a stale slot)
+            if home.loops == loops:
+                return home
+            first = home.loops.index(loops[0])
+            if home.loops[first : first + len(loops)] == loops and home.state.length - length <= self.pad_rows * (not fresh):
+                return _Home(loops, _narrowed(home.state, first, len(loops)))
+        owners = [loop.state for loop in loops]
 
-        def take(x: Tensor | None, dim: int, written: bool = True) -> Tensor | None:
-            if x is None:
-                return None
-            part = x.narrow(dim, cut, length)
+        offsets = [length - loop.length for loop in loops]
+
+        def stack(of, dim: int, fill, written: bool = False) -> Tensor:
+            """Each owner's tensor right-aligned in one new tensor (one copy each; the padding filled)."""
+            first = of(owners[0])
+            shape = list(first.shape)
+            shape[0], shape[dim] = len(owners), length
+            out = first.new_empty(shape)
             if fresh and written:
-                shape = list(part.shape)
-                shape[0] = len(slots)
-                part = part.new_empty(shape)
-            else:
-                part = part.index_select(0, index)
-            if written:
-                pairs.append((x, part, dim))
-            return part
+                return out
+            for slot, (own, off) in enumerate(zip(owners, offsets)):
+                row = out[slot : slot + 1]
+                row.narrow(dim, off, length - off).copy_(of(own))
+                if off:
+                    row.narrow(dim, 0, off).fill_(fill)
+            return out
 
-        kv = [LayerKV.of(take(layer.k, 2), take(layer.v, 2), take(layer.q, 2)) for layer in st.store.kv]
-        inputs = None if st.store.inputs is None else [take(x, 1) for x in st.store.inputs]
-        sub = CanvasState(
-            canvas=take(st.canvas, 1, False), valid=take(st.valid, 1, False), store=CanvasStore.of(kv, inputs),
-            cos=take(st.cos, 1, False), sin=take(st.sin, 1, False),
-            embeds=take(st.embeds, 1, False), from_embeds=take(st.from_embeds, 1, False),
-            embeds_end=max(0, st.embeds_end - cut),
+        pad = loops[0].special.pad
+        kv = []
+        for i, first in enumerate(owners[0].store.kv):
+            k = stack(lambda s: s.store.kv[i].k, 2, 0.0, True)
+            v = stack(lambda s: s.store.kv[i].v, 2, 0.0, True)
+            q = None if first.q is None else stack(lambda s: s.store.kv[i].q, 2, 0.0, True)
+            kv.append(LayerKV.of(k, v, q))
+        inputs = None
+        if owners[0].store.inputs is not None:
+            inputs = [stack(lambda s: s.store.inputs[i], 1, 0.0, True) for i in range(len(kv))]
+        state = CanvasState(
+            canvas=stack(lambda s: s.canvas, 1, pad), valid=stack(lambda s: s.valid, 1, False),
+            store=CanvasStore.of(kv, inputs), cos=stack(lambda s: s.cos, 1, 0.0), sin=stack(lambda s: s.sin, 1, 0.0),
         )
-        sub.refresh_key_mask()
-
-        def write_back() -> None:
-            for whole, part, dim in pairs:
-                whole.narrow(dim, cut, length).index_copy_(0, index, part)
-
-        return sub, offsets, write_back
+        state.refresh_key_mask()
+        home = _Home(loops, state)
+        _stack_embeds(state, owners, home.offsets)
+        for slot, (loop, off) in enumerate(zip(loops, home.offsets)):
+            own = loop.state
+            own.canvas = state.canvas[slot : slot + 1, off:]
+            for mine, layer in zip(own.store.kv, kv):
+                mine.point_to(layer.k[slot : slot + 1, :, off:], layer.v[slot : slot + 1, :, off:],
+                              None if layer.q is None else layer.q[slot : slot + 1, :, off:])
+            if inputs is not None:
+                own.store.inputs = [x[slot : slot + 1, off:] for x in inputs]
+            self._homes[id(loop)] = home
+        return home
 
     def _merge(self, plans: list[StepPlan], loops: list[DenoisingLoop], offsets: list[int]) -> StepPlan:
         """One plan for a group of loops' plans (`_groups`: they agree on refresh_from and refresh_next)."""
@@ -224,7 +283,7 @@ class SlotBatch:
             probs = _merge_positions(
                 [p.prob_positions if p.prob_positions is not None else p.rows.index[:, :1] for p in plans], offsets
             )
-        device = self.state.canvas.device
+        device = loops[0].state.canvas.device
         whole = [p.rows.span == (0, loop.length) for p, loop in zip(plans, loops)]
         rows = _merge_rows([p.rows for p in plans], offsets)
         if all(whole):  # every row of every canvas, their left padding too: one span, the engine's fast path
@@ -257,72 +316,37 @@ class SlotBatch:
 
         return hook
 
-    # -- the layout ---------------------------------------------------------------------------------
-    def _relayout(self, loops: list[DenoisingLoop]) -> None:
-        """Rebuild the batch for `loops` (stayers first, in order, then joiners) and re-point their views."""
-        old, kept = self.state, [i for i, loop in enumerate(self.loops) if loop in loops]
-        joining = [loop for loop in loops if loop not in self.loops]
-        self.loops = [self.loops[i] for i in kept] + joining
-        if not self.loops:
-            self.state, self.offsets = None, []
-            return
-        kinds = {(loop.state.store.inputs is None, loop.state.store.kv[0].q is None) for loop in self.loops}
-        if len(kinds) > 1:
-            raise ValueError("loops keeping different stores (layer inputs, queries) cannot share a batch")
-        length = max(loop.length for loop in self.loops)
-        index = torch.tensor(kept, dtype=torch.long, device=self.loops[0].state.canvas.device)
 
-        def stack(batch_of, own_of, dim: int, fill) -> Tensor:
-            every = len(kept) == old.batch if old is not None else False
-            stay = batch_of(old) if every else batch_of(old).index_select(0, index) if kept else None
-            parts = [] if stay is None else [_fit(stay, length, dim, fill)]
-            parts += [_fit(own_of(loop.state), length, dim, fill) for loop in joining]
-            return torch.cat(parts)
+def _narrowed(state: CanvasState, start: int, n: int) -> CanvasState:
+    """Sequences [start, start + n) of a stacked state, as views (no copy)."""
+    cut = lambda x: None if x is None else x.narrow(0, start, n)  # noqa: E731
+    kv = [LayerKV.of(cut(layer.k), cut(layer.v), cut(layer.q)) for layer in state.store.kv]
+    inputs = None if state.store.inputs is None else [cut(x) for x in state.store.inputs]
+    sub = CanvasState(canvas=cut(state.canvas), valid=cut(state.valid), store=CanvasStore.of(kv, inputs),
+                      cos=cut(state.cos), sin=cut(state.sin), embeds=cut(state.embeds),
+                      from_embeds=cut(state.from_embeds), embeds_end=state.embeds_end)
+    sub.refresh_key_mask()
+    return sub
 
-        pad = self.loops[0].special.pad
-        canvas = stack(lambda s: s.canvas, lambda s: s.canvas, 1, pad)
-        valid = stack(lambda s: s.valid, lambda s: s.valid, 1, False)
-        cos = stack(lambda s: s.cos, lambda s: s.cos, 1, 0.0)
-        sin = stack(lambda s: s.sin, lambda s: s.sin, 1, 0.0)
-        layers = []
-        for i in range(len(self.loops[0].state.store.kv)):
-            k = stack(lambda s: s.store.kv[i].k, lambda s: s.store.kv[i].k, 2, 0.0)
-            v = stack(lambda s: s.store.kv[i].v, lambda s: s.store.kv[i].v, 2, 0.0)
-            q = None
-            if self.loops[0].state.store.kv[i].q is not None:
-                q = stack(lambda s: s.store.kv[i].q, lambda s: s.store.kv[i].q, 2, 0.0)
-            layers.append((k, v, q))
-        inputs = None
-        if self.loops[0].state.store.inputs is not None:
-            inputs = [stack(lambda s: s.store.inputs[i], lambda s: s.store.inputs[i], 1, 0.0) for i in range(len(layers))]
-        store = CanvasStore.of([LayerKV.of(k, v, q) for k, v, q in layers], inputs)
-        self.state = CanvasState(canvas=canvas, valid=valid, store=store, cos=cos, sin=sin)
-        self.state.refresh_key_mask()
-        self.offsets = [length - loop.length for loop in self.loops]
-        self._stack_embeds(length)
-        for slot, (loop, off) in enumerate(zip(self.loops, self.offsets)):
-            own = loop.state
-            own.canvas = canvas[slot : slot + 1, off:]
-            for i, (k, v, q) in enumerate(layers):
-                own.store.kv[i].point_to(k[slot : slot + 1, :, off:], v[slot : slot + 1, :, off:],
-                                         None if q is None else q[slot : slot + 1, :, off:])
-            if inputs is not None:
-                own.store.inputs = [x[slot : slot + 1, off:] for x in inputs]
 
-    def _stack_embeds(self, length: int) -> None:
-        """Image-feature rows (LLaDA-V) side by side like the canvas; none when no member has any. They are
-        read-only while a loop decodes, so each loop keeps its own copy and the batch a stacked one."""
-        owners = [loop.state for loop in self.loops]
-        if all(own.embeds is None for own in owners):
-            return
-        d = next(own.embeds.shape[-1] for own in owners if own.embeds is not None)
-        dtype, device = next((own.embeds.dtype, own.embeds.device) for own in owners if own.embeds is not None)
-        embeds = torch.zeros(len(owners), length, d, dtype=dtype, device=device)
-        from_embeds = torch.zeros(len(owners), length, dtype=torch.bool, device=device)
-        end = 0
-        for slot, (own, off) in enumerate(zip(owners, self.offsets)):
-            if own.embeds is not None:
-                embeds[slot, off:] = own.embeds[0]
-                from_embeds[slot, off:] = own.from_embeds[0]
-                end = max(end, off + own.embeds_end)
-        self.state.embeds, self.state.from_embeds, self.state.embeds_end = embeds, from_embeds, end
+def _store_kind(loop: DenoisingLoop) -> tuple[bool, bool]:
+    store = loop.state.store
+    return store.inputs is None, store.kv[0].q is None
+
+
+def _stack_embeds(state: CanvasState, owners: list[CanvasState], offsets: list[int]) -> None:
+    """Image-feature rows (LLaDA-V) side by side like the canvas; none when no member has any. They are
+    read-only while a loop decodes, so each loop keeps its own copy and the stack a stacked one."""
+    if all(own.embeds is None for own in owners):
+        return
+    d = next(own.embeds.shape[-1] for own in owners if own.embeds is not None)
+    dtype, device = next((own.embeds.dtype, own.embeds.device) for own in owners if own.embeds is not None)
+    embeds = torch.zeros(len(owners), state.length, d, dtype=dtype, device=device)
+    from_embeds = torch.zeros(len(owners), state.length, dtype=torch.bool, device=device)
+    end = 0
+    for slot, (own, off) in enumerate(zip(owners, offsets)):
+        if own.embeds is not None:
+            embeds[slot, off:] = own.embeds[0]
+            from_embeds[slot, off:] = own.from_embeds[0]
+            end = max(end, off + own.embeds_end)
+    state.embeds, state.from_embeds, state.embeds_end = embeds, from_embeds, end
