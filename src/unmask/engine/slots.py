@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..models.scratch import Scratch
 from .forward import StepOutput, run_plan
 from .kv_store import CanvasStore, LayerKV
+from .layer0 import Layer0Rows
 from .plan import StepContext, StepPlan
 from .rows import Rows
 from .state import CanvasState
@@ -96,6 +98,7 @@ class SlotBatch:
         self._homes: dict[int, _Home] = {}  # by id of the loop
         device = next(module.parameters()).device
         self.pad_rows, self.max_rows = CPU_COSTS if device.type == "cpu" else ACCELERATOR_COSTS
+        self._scratch = Scratch()  # the layers' temporaries, for every forward of the batch (one at a time)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -260,7 +263,10 @@ class SlotBatch:
         state = CanvasState(
             canvas=stack(lambda s: s.canvas, 1, pad), valid=stack(lambda s: s.valid, 1, False),
             store=CanvasStore.of(kv, inputs), cos=stack(lambda s: s.cos, 1, 0.0), sin=stack(lambda s: s.sin, 1, 0.0),
+            scratch=self._scratch,
         )
+        if all(own.layer0 is not None for own in owners):  # reused while the home is (a group unchanged)
+            state.layer0 = Layer0Rows(state.canvas)
         state.refresh_key_mask()
         home = _Home(loops, state)
         _stack_embeds(state, owners, home.offsets)
@@ -296,6 +302,7 @@ class SlotBatch:
             refresh_from=plans[0].refresh_from,
             refresh_next=bool(hooked and hooked[0].refresh_next),
             full_rows=torch.tensor(whole, device=device),
+            store_kv=all(p.store_kv for p in plans),
         )
 
     @staticmethod
@@ -324,7 +331,7 @@ def _narrowed(state: CanvasState, start: int, n: int) -> CanvasState:
     inputs = None if state.store.inputs is None else [cut(x) for x in state.store.inputs]
     sub = CanvasState(canvas=cut(state.canvas), valid=cut(state.valid), store=CanvasStore.of(kv, inputs),
                       cos=cut(state.cos), sin=cut(state.sin), embeds=cut(state.embeds),
-                      from_embeds=cut(state.from_embeds), embeds_end=state.embeds_end)
+                      from_embeds=cut(state.from_embeds), embeds_end=state.embeds_end, scratch=state.scratch)
     sub.refresh_key_mask()
     return sub
 
