@@ -5,6 +5,7 @@ one prompt, which never touches `engine.slots`."""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import threading
 import time
@@ -166,6 +167,26 @@ def test_a_batch_of_prompts_takes_each_prompts_own_steps(bundled):
     assert together.token_ids == [r.token_ids[0] for r in alone]
     assert together.nfe == [r.nfe[0] for r in alone]
     assert len(set(together.nfe)) > 1  # the prompts do take different numbers of steps
+
+
+
+def test_batch_steps_shared_runs_one_batched_loop_with_the_same_tokens(bundled, monkeypatch):
+    """generation.batch_steps=shared (auto's choice on accelerators) steps the prompts as one batch: a
+    prompt waits for the slowest in each block (more forwards) and the tokens equal the own-loop run."""
+    ids = encode_prompts(bundled, _questions(4), chat=True)
+    options = {"cache": {"name": "prefix", "use_dual": True}, "gen_length": 64, "threshold": 0.9}
+    own = unmask.generate(bundled, input_ids=ids, batch_steps="own", **options)
+    shared = unmask.generate(bundled, input_ids=ids, batch_steps="shared", **options)
+    assert shared.token_ids == own.token_ids
+    assert all(a >= b for a, b in zip(shared.nfe, own.nfe)) and sum(shared.nfe) > sum(own.nfe)  # waits for the slowest
+    with pytest.raises(ValueError, match="batch_steps"):
+        unmask.generate(bundled, input_ids=ids, batch_steps="each", **options)
+    generate_module = importlib.import_module("unmask.generate")  # the module (unmask.generate is the function)
+
+    seen = []
+    monkeypatch.setattr(generate_module, "_generate_as_slots", lambda *a, **k: seen.append(1) or own)
+    unmask.generate(bundled, input_ids=ids, **options)  # auto on CPU: own loops
+    assert seen == [1]
 
 
 def _left_early(members: list[list[int]]) -> bool:

@@ -123,13 +123,23 @@ def generate(
     """
     with torch.inference_mode():
         loop = make_loop(model, prompts=prompts, input_ids=input_ids, images=images, cache=cache, trace=trace, **options)
-        if loop.state.batch > 1 and not trace and images is None and loop.scoring_key() is not None:
+        if loop.state.batch > 1 and _own_loops(loop, trace, images):
             return _generate_as_slots(model, loop.prompt_ids, cache, options, on_step, cancelled)
         if on_step is not None:
             loop.prefix_hook = _PrefixReporter(on_step, loop.state.batch)
         loop.cancelled = cancelled
         loop.run()
         return result_of(loop, loop.prompt_ids)
+
+
+def _own_loops(loop: DenoisingLoop, trace: bool, images) -> bool:
+    """Whether the prompts of a batched call run as one loop each (`generation.batch_steps`): only greedy
+    text prompts can (the slot batch scores them together), and `auto` picks it on CPU only: on an H100
+    the shared batched loop was 4x faster at 16 prompts (fewer, larger kernels per step)."""
+    if trace or images is not None or loop.scoring_key() is None:
+        return False
+    choice = loop.opts.batch_steps
+    return choice == "own" or (choice == "auto" and loop.state.canvas.device.type == "cpu")
 
 
 def _generate_as_slots(model: LoadedModel, prompt_ids: list[list[int]], cache, options: dict[str, Any],
