@@ -73,26 +73,33 @@ def readable(gen: Tensor, decoded: Tensor, special) -> Tensor:
     return torch.where((gen == special.mask) & ~decoded, torch.full_like(gen, special.eos), gen)
 
 
-def result_of(loop: DenoisingLoop, prompt_ids: list[list[int]]) -> GenerationResult:
-    """The loop's canvas and accounts as the public result (for callers that drive a loop themselves too)."""
-    g, special, layers = loop.gen_start, loop.special, len(loop.module.layers)
-    gen = readable(loop.state.canvas[:, g:], loop.decoded[:, g:], special)
-    first = first_stop(gen, special.stop_ids).tolist()
-    ids = gen.tolist()
-    texts = [loop.model.tokenizer.decode(row[:n]) for row, n in zip(ids, first)]
-    total = loop.layer_steps or 1
-    full_rows = loop.length * layers
-    steps = loop.layer_steps / max(1, layers)
+def result_of(loop: DenoisingLoop | list[DenoisingLoop], prompt_ids: list[list[int]]) -> GenerationResult:
+    """The loop's canvas and accounts as the public result (for callers that drive a loop themselves too);
+    several loops (one per prompt, in `prompt_ids`' order) give one result with their rows in turn."""
+    loops = loop if isinstance(loop, list) else [loop]
+    ids: list[list[int]] = []
+    texts: list[str] = []
+    first: list[int] = []
+    for one in loops:
+        g, special = one.gen_start, one.special
+        gen = readable(one.state.canvas[:, g:], one.decoded[:, g:], special)
+        stops = first_stop(gen, special.stop_ids).tolist()
+        rows = gen.tolist()
+        ids += rows
+        texts += [one.model.tokenizer.decode(row[:n]) for row, n in zip(rows, stops)]
+        first += stops
+    layer_steps = sum(one.layer_steps for one in loops)
     return GenerationResult(
         token_ids=ids,
         texts=texts,
-        nfe=loop.nfe,
-        seconds=loop.seconds,
+        nfe=[n for one in loops for n in one.nfe],
+        seconds=[t for one in loops for t in one.seconds],
         answer_tokens=first,
         prompt_ids=prompt_ids,
-        refresh_fraction=loop.refreshed_steps / total,
-        row_fraction=loop.rows_computed / max(1.0, steps * full_rows),
-        trace=loop.trace,
+        refresh_fraction=sum(one.refreshed_steps for one in loops) / (layer_steps or 1),
+        # rows computed / rows full forwards would compute, over every layer-step
+        row_fraction=sum(one.rows_computed for one in loops) / max(1.0, sum(one.layer_steps * one.length for one in loops)),
+        trace=loops[0].trace if len(loops) == 1 else None,
     )
 
 
@@ -157,18 +164,7 @@ def _generate_as_slots(model: LoadedModel, prompt_ids: list[list[int]], cache, o
         batch.add(loop)
     while len(batch):
         batch.step()
-    results = [result_of(loop, loop.prompt_ids) for loop in loops]
-    layer_steps = sum(loop.layer_steps for loop in loops)
-    return GenerationResult(
-        token_ids=[r.token_ids[0] for r in results],
-        texts=[r.texts[0] for r in results],
-        nfe=[r.nfe[0] for r in results],
-        seconds=[r.seconds[0] for r in results],
-        answer_tokens=[r.answer_tokens[0] for r in results],
-        prompt_ids=prompt_ids,
-        refresh_fraction=sum(loop.refreshed_steps for loop in loops) / max(1, layer_steps),
-        row_fraction=sum(loop.rows_computed for loop in loops) / max(1, sum(loop.layer_steps * loop.length for loop in loops)),
-    )
+    return result_of(loops, prompt_ids)
 
 
 def make_loop(
