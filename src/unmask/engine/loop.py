@@ -103,11 +103,14 @@ class DenoisingLoop:
         """What turns this loop's logits into candidates, where that is the same function for every loop
         with an equal key (`engine.slots` then scores a group's logits in one go); None where it is not
         (guidance runs a forward of its own; random draws use the loop's own generator)."""
-        o = self.opts
-        if o.cfg_scale > 0 or o.temperature > 0 or o.alg in ("random", "origin"):
-            return None
-        return (o.alg, self.confidence_dtype, self.hidden_stop_ids, o.top_p, o.top_k, o.confidence_eos_eot_inf,
-                self.policy.suppress_mask_logit, o.logits_eos_inf, tuple(self.suppressed))
+        if not hasattr(self, "_scoring_key"):  # fixed for the loop's life; asked at every batched step
+            o = self.opts
+            alone = o.cfg_scale > 0 or o.temperature > 0 or o.alg in ("random", "origin")
+            self._scoring_key = None if alone else (
+                o.alg, self.confidence_dtype, self.hidden_stop_ids, o.top_p, o.top_k, o.confidence_eos_eot_inf,
+                self.policy.suppress_mask_logit, o.logits_eos_inf, tuple(self.suppressed),
+            )
+        return self._scoring_key
 
     def score(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Candidates and confidences of forward logits (no guidance): `_ruled` in place, then `_candidate_tokens`."""

@@ -84,9 +84,12 @@ def make_state(module, canvas: Tensor, valid: Tensor, *, layer_inputs=False, que
         layer_inputs=layer_inputs, queries=queries,
     )
     state = CanvasState(canvas=canvas, valid=valid.clone(), store=store, cos=cos, sin=sin)
-    first = module.layers[0]
-    qkv_shape = (first.q_proj.out_features + first.k_proj.out_features + first.v_proj.out_features, first.q_proj.in_features)
-    if reuse_layer0 and Layer0Rows.supported(canvas.device, module.embed.weight.dtype, qkv_shape):
+    if reuse_layer0 and Layer0Rows.supported(canvas.device, module.embed.weight.dtype, _qkv_shape(module.layers[0])):
         state.layer0 = Layer0Rows(canvas)
     state.refresh_key_mask()
     return state
+
+
+def _qkv_shape(layer) -> tuple[int, int]:
+    """[out, in] of a layer's stacked q/k/v projection."""
+    return sum(p.out_features for p in (layer.q_proj, layer.k_proj, layer.v_proj)), layer.q_proj.in_features
